@@ -1,0 +1,96 @@
+"""The control database: one lazily created engine per process (never shared across fork)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from jobcore.errors import ServiceUnavailable
+from jobcore.settings import Settings, get_settings, mask_url
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and pin the psycopg2 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 4, application_name: str = "jobplatform") -> Engine:
+    """Create an engine with liveness checks and a short connect timeout, so a
+    database that is down fails fast instead of hanging a worker thread."""
+    return create_engine(
+        normalise_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "application_name": application_name},
+    )
+
+
+def control_engine(settings: Settings | None = None) -> Engine:
+    """The control database engine of this process (re-created after a fork)."""
+    global _engine, _engine_pid
+    pid = os.getpid()
+    if _engine is not None and _engine_pid == pid:
+        return _engine
+    with _lock:
+        if _engine is None or _engine_pid != pid:
+            s = settings or get_settings()
+            if _engine is not None:
+                # Inherited from the parent: drop its pooled sockets without closing them
+                # (closing would break the parent's connections).
+                _engine.dispose(close=False)
+            _engine = make_engine(s.database_url, pool_size=s.ledger_pool_size)
+            _engine_pid = pid
+        return _engine
+
+
+def reset_control_engine() -> None:
+    """Forget this process's engine (tests switch databases with it)."""
+    global _engine, _engine_pid
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine, _engine_pid = None, None
+
+
+@contextmanager
+def control_session() -> Iterator[Session]:
+    """One unit of work on the control database: commit on success, roll back on any
+    exception (BaseException included, so dramatiq interrupts roll back too)."""
+    session = Session(control_engine(), expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def check_database(url: str) -> None:
+    """Raise :class:`ServiceUnavailable` with the masked URL if the database is unreachable."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        raise ServiceUnavailable(f"cannot reach PostgreSQL at {mask_url(url)}: {reason}") from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,142 @@
+"""One typed settings object, read from the environment once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
+
+from jobcore.errors import ConfigurationError
+
+DEFAULT_REDACT_KEYS = (
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "account_number",
+    "routing_number",
+    "ssn",
+    "credential",
+    "private_key",
+)
+
+
+def _env_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _env_tuple(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the platform. Field name upper-cased is the environment variable."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/test"
+    # Prefix of every Redis key the broker and the platform write; lets tests and
+    # several deployments share one Redis.
+    redis_namespace: str = "dramatiq"
+    posthog_api_key: str = ""
+    posthog_host: str = "https://us.i.posthog.com"
+    # Seconds the PostHog client waits per HTTP request; events are sent from a
+    # background thread so a slow PostHog never blocks a job.
+    posthog_timeout: float = 3.0
+    # The seed's DEV_ENV rule: "1" means a developer machine, where production
+    # schedules stay off unless SCHEDULES_ENABLED=1.
+    dev_env: bool = False
+    schedules_enabled: bool = False
+    # Retry policy defaults (seed: up to 2 retries, 2 s initial, capped at 8 s).
+    max_retries: int = 2
+    min_backoff_ms: int = 2000
+    max_backoff_ms: int = 8000
+    # Default age limit for a queued message before it is EXPIRED (0 = none).
+    max_age_ms: int = 3_600_000
+    # Default time limit of one attempt.
+    time_limit_ms: int = 600_000
+    # A worker that has not heartbeated for this long is dead; its messages are
+    # redelivered by the orphan sweeper. Workers heartbeat from a dedicated thread,
+    # so a busy worker is never mistaken for a dead one.
+    heartbeat_timeout_ms: int = 30_000
+    heartbeat_interval_ms: int = 5_000
+    sweep_interval_ms: int = 10_000
+    # How often the revocation watcher looks for revoked running messages.
+    revoke_poll_ms: int = 500
+    redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)
+    ledger_pool_size: int = 4
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); bad values raise
+        :class:`ConfigurationError` naming the variable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            key = f.name.upper()
+            if key not in env:
+                continue
+            raw = env[key]
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = _env_bool(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                elif isinstance(default, tuple):
+                    values[f.name] = _env_tuple(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ConfigurationError(f"{key}: {exc}") from None
+        if "DEV_ENV" in env and "dev_env" not in values:
+            values["dev_env"] = env["DEV_ENV"].strip() == "1"
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.max_retries < 0:
+            raise ConfigurationError("MAX_RETRIES must be >= 0")
+        if self.min_backoff_ms <= 0 or self.max_backoff_ms < self.min_backoff_ms:
+            raise ConfigurationError("need 0 < MIN_BACKOFF_MS <= MAX_BACKOFF_MS")
+        if self.heartbeat_interval_ms * 2 > self.heartbeat_timeout_ms:
+            raise ConfigurationError("HEARTBEAT_INTERVAL_MS must be at most half of HEARTBEAT_TIMEOUT_MS")
+        for name in ("redis_url", "database_url"):
+            if "://" not in getattr(self, name):
+                raise ConfigurationError(f"{name.upper()} is not a URL")
+
+    @property
+    def schedules_active(self) -> bool:
+        """Production schedules fire outside development, or when explicitly enabled."""
+        return self.schedules_enabled or not self.dev_env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
+    return Settings.from_env()
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for errors and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))

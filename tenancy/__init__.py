@@ -1,0 +1,1 @@
+"""Tenants: the registry in the control database, per-tenant sessions and fan-out."""
