@@ -1,0 +1,1 @@
+"""Escrow-platform jobs (seed 002): disbursement approval, reminders, balance checks, reports, status checks, Huntington bank batches."""

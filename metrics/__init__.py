@@ -1,0 +1,1 @@
+"""The Prometheus exporter and the metric definitions it serves."""

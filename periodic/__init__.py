@@ -1,0 +1,1 @@
+"""Scheduled jobs: schedules as data, time-zone-correct cadences, tick history, periodiq integration."""
