@@ -74,6 +74,37 @@ class Settings:
     revoke_poll_ms: int = 500
     redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)
     ledger_pool_size: int = 4
+    # --- tenancy -------------------------------------------------------------------
+    # Per worker process: at most this many tenant engines stay open (LRU, disposed on
+    # eviction), each with at most TENANT_POOL_SIZE connections.
+    tenant_engine_cache_size: int = 8
+    tenant_pool_size: int = 2
+    # Whole-deployment budget of tenant connections that the settings above must fit in.
+    tenant_connection_budget: int = 64
+    # --- scheduling ----------------------------------------------------------------
+    schedule_timezone: str = "America/New_York"
+    email_sync_interval_min: int = 15
+    # --- outbound e-mail (SMTP) --------------------------------------------------------
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "jobs@localhost"
+    smtp_starttls: bool = False
+    smtp_timeout: float = 10.0
+    # --- escrow platform externals -------------------------------------------------
+    internal_api_url: str = "http://127.0.0.1:8080/internal/status"
+    internal_api_key: str = ""
+    s3_bucket: str = "seedtrust-status"
+    s3_endpoint_url: str = ""
+    aws_region: str = "us-east-1"
+    cloudfront_url: str = ""
+    bank_gateway_url: str = "http://127.0.0.1:8099"
+    bank_timeout: float = 10.0
+    http_timeout: float = 10.0
+    # --- observability -------------------------------------------------------------
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = 9300
     log_level: str = "INFO"
 
     @classmethod
