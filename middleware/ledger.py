@@ -1,0 +1,236 @@
+"""The JobRun ledger: every message's life as one row in ``job_runs``.
+
+* ``before_enqueue``: PENDING is written (and committed) *before* the message reaches
+  Redis, so no worker can start a run the ledger does not know. Retries and delay-queue
+  hops carry ``ledger_tracked`` and write nothing.
+* ``before_process_message``: STARTED, ``attempts + 1``. A delivery of a run that is
+  already FINISHED (revoked while queued, or redelivered after it completed) is skipped.
+* ``after_process_message``: COMPLETED with its result, or one ``job_errors`` row per
+  failed attempt and ERROR after the final one (the retry policy decides which).
+* ``after_skip_message``: EXPIRED / REVOKED / REJECTED, never STARTED.
+* Messages for unknown actors and undecodable messages are recorded (rejected_messages)
+  and the run, if it has a row, is closed as ERROR.
+
+It must sit *after* validation, context and expiry in the stack (their ``before_``
+hooks run first) and *before* the retry policy (whose ``after_`` hook then runs first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dramatiq import Middleware
+from dramatiq.common import q_name
+from dramatiq.errors import ActorNotFound
+
+from jobcore.context import OPTION
+from jobcore.db import control_engine
+from jobcore.errors import AlreadyFinished, JobRevoked
+from jobcore.ledger import (
+    LedgerStore,
+    Params,
+    SpoolFlusher,
+    fingerprint,
+    identity_params,
+    iso,
+    register_process_store,
+    to_json,
+    utcnow,
+)
+from jobcore.message_state import state
+from jobcore.redaction import Redactor, get_redactor
+
+log = logging.getLogger(__name__)
+
+MAX_TRACEBACK = 20_000
+MAX_PAYLOAD = 10_000
+
+
+class Ledger(Middleware):
+    """Records PENDING → STARTED → FINISHED for every message (see module docstring)."""
+
+    def __init__(self, *, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor
+        self._store: LedgerStore | None = None
+        self._store_pid: int | None = None
+        self._broker: Any = None
+        self._flusher: SpoolFlusher | None = None
+        register_process_store(self.store)
+
+    @property
+    def actor_options(self) -> set[str]:
+        # store_result=False keeps large or sensitive return values out of the ledger.
+        return {"store_result"}
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor or get_redactor()
+
+    def store(self) -> LedgerStore:
+        """This process's store (engines and pools are never shared across fork)."""
+        pid = os.getpid()
+        if self._store is None or self._store_pid != pid:
+            broker = self._broker
+            client = broker.client if broker is not None else None
+            namespace = broker.namespace if broker is not None else "dramatiq"
+            self._store = LedgerStore(control_engine(), client, f"{namespace}:ledger:spool")
+            self._store_pid = pid
+        return self._store
+
+    def after_process_boot(self, broker: Any) -> None:
+        self._broker = broker
+
+    def before_declare_actor(self, broker: Any, actor: Any) -> None:
+        self._broker = broker
+
+    # -- row identity -------------------------------------------------------------------
+    def _identity(self, broker: Any, message: Any) -> Params:
+        actor = broker.actors.get(message.actor_name)
+        args, kwargs = self.redactor.arguments(actor.fn if actor else None, message.args, message.kwargs)
+        ctx = message.options.get(OPTION) or {}
+        tenant = ctx.get("tenant_id") if isinstance(ctx, dict) else None
+        return identity_params(
+            message_id=message.message_id,
+            actor_name=message.actor_name,
+            queue_name=q_name(message.queue_name),
+            tenant_id=int(tenant) if tenant is not None else None,
+            args=args,
+            kwargs=kwargs,
+            context=self.redactor.value(ctx) if isinstance(ctx, dict) else {},
+            enqueued_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
+        )
+
+    def _error_params(self, exception: BaseException, attempt: int, will_retry: bool) -> Params:
+        tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+        tb = self.redactor.text(tb)[-MAX_TRACEBACK:]
+        etype = f"{type(exception).__module__}.{type(exception).__qualname__}"
+        return {
+            "attempt": attempt,
+            "exception_type": etype,
+            "error_message": self.redactor.text(str(exception))[:MAX_PAYLOAD],
+            "traceback": tb,
+            "fingerprint": fingerprint(etype, tb),
+            "will_retry": will_retry,
+        }
+
+    # -- enqueue ------------------------------------------------------------------------
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        if message.options.get("ledger_tracked"):
+            return
+        message.options["ledger_tracked"] = 1
+        params = self._identity(broker, message)
+        params.update(at=iso(utcnow()), retry_of=message.options.get("retry_of"))
+        self.store().apply("pending", params)
+
+    def after_enqueue_failed(self, broker: Any, message: Any, exc: BaseException) -> None:
+        params = {"message_id": message.message_id, "at": iso(utcnow()), "resolution": "ERROR"}
+        params.update(self._error_params(exc, 0, False))
+        self.store().apply("enqueue_failed", params)
+
+    # -- processing ---------------------------------------------------------------------
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        st = state(message)
+        params = self._identity(broker, message)
+        params.update(at=iso(utcnow()), worker_id=broker.broker_id)
+        applied, row = self.store().apply("started", params)
+        if applied and row is None:
+            st.skip_reason = "DUPLICATE"
+            log.info("Skipping %s (%s): its run is already finished", message.message_id, message.actor_name)
+            raise AlreadyFinished("run already finished")
+        st.attempt = int(row[0]) if row else int(message.options.get("retries", 0)) + 1
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        st = state(message)
+        now = utcnow()
+        params = self._identity(broker, message)
+        params.update(at=iso(now), attempts=st.attempt or 1)
+        if exception is None:
+            actor = broker.actors.get(message.actor_name)
+            keep = actor is None or actor.options.get("store_result", True)
+            params.update(resolution="COMPLETED",
+                          result=to_json(self.redactor.value(_jsonable(result))) if keep else "null")
+            self.store().apply("finished", params)
+            return
+        if isinstance(exception, JobRevoked):
+            params.update(resolution="REVOKED", result="null")
+            self.store().apply("finished", params)
+            return
+        params.update(self._error_params(exception, st.attempt or 1, st.will_retry))
+        if st.will_retry:
+            params["retry_at"] = iso(now + timedelta(milliseconds=st.retry_delay_ms or 0))
+            self.store().apply("retry_wait", params)
+        else:
+            params.update(resolution="ERROR", result="null")
+            self.store().apply("final_error", params)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        st = state(message)
+        if st.skip_reason == "DUPLICATE":
+            return
+        params = self._identity(broker, message)
+        params.update(at=iso(utcnow()), attempts=0, result="null")
+        if st.skip_reason in ("EXPIRED", "REVOKED"):
+            params["resolution"] = st.skip_reason
+            self.store().apply("finished", params)
+            return
+        # REJECTED, or a skip by middleware that did not say why: the run can never
+        # complete, so close it visibly rather than leave it PENDING forever.
+        detail = st.skip_detail or "skipped by middleware"
+        params.update(resolution="ERROR", attempt=0, exception_type="jobcore.errors.Rejected",
+                      error_message=self.redactor.text(detail), traceback="",
+                      fingerprint=fingerprint("Rejected", detail), will_retry=False)
+        self.store().apply("final_error", params)
+
+    # -- messages that never reach an actor ---------------------------------------------
+    def after_nack(self, broker: Any, message: Any) -> None:
+        exc = getattr(message, "_exception", None)
+        if not isinstance(exc, ActorNotFound):
+            return
+        reason = f"no actor named {message.actor_name!r} on this worker"
+        self._record_rejected(q_name(message.queue_name), message.options.get("redis_message_id"),
+                              message.message_id, message.actor_name, reason,
+                              json.dumps(message.asdict(), default=str))
+
+    def after_message_rejected(self, broker: Any, queue_name: str, redis_id: str | None,
+                               data: bytes, reason: str) -> None:
+        text = data.decode("utf-8", "replace")
+        message_id = actor_name = None
+        try:
+            decoded = json.loads(text)
+            message_id, actor_name = decoded.get("message_id"), decoded.get("actor_name")
+        except Exception:
+            pass
+        self._record_rejected(q_name(queue_name), redis_id, message_id, actor_name, reason, text)
+
+    def _record_rejected(self, queue_name: str, redis_id: str | None, message_id: str | None,
+                         actor_name: str | None, reason: str, payload: str) -> None:
+        self.store().apply("rejected", {
+            "queue_name": queue_name, "redis_message_id": redis_id, "message_id": message_id,
+            "actor_name": actor_name, "reason": reason,
+            "payload": self.redactor.text(payload)[:MAX_PAYLOAD],
+            "at": iso(utcnow()), "resolution": "ERROR",
+        })
+
+    # -- spool ---------------------------------------------------------------------------
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._broker = broker
+        self._flusher = SpoolFlusher(self.store())
+        self._flusher.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self._flusher is not None:
+            self._flusher.stop()
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

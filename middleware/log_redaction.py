@@ -1,0 +1,66 @@
+"""Keeps secrets out of log lines.
+
+dramatiq logs messages with their arguments (``Failed to process message
+EXAMPLE_WITH_ARGS('hunter2')``); this filter rewrites such records so that message
+arguments are redacted and known secret values are masked in the final text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dramatiq import Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
+
+from jobcore.redaction import Redactor, get_redactor
+
+
+def _describe(message: Message | MessageProxy, redactor: Redactor) -> str:
+    args, kwargs = redactor.arguments(None, message.args, message.kwargs)
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{message.actor_name}({', '.join(parts)})"
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter: redacts dramatiq messages in ``record.args`` and secrets in text."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactor = self._redactor or get_redactor()
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            if any(isinstance(a, (Message, MessageProxy)) for a in args):
+                record.args = tuple(_describe(a, redactor) if isinstance(a, (Message, MessageProxy)) else a
+                                    for a in args)
+        if record.exc_info and not record.exc_text:
+            # Tracebacks carry exception messages, which can carry secrets.
+            record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
+        text = record.getMessage()
+        redacted = redactor.text(text)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def install_log_redaction(redactor: Redactor | None = None) -> None:
+    """Attach the filter to every root handler (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(redactor))
+
+
+class LogRedaction(Middleware):
+    """Installs :class:`RedactingFilter` in every worker process once its logging is set up."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return set()
+
+    def after_process_boot(self, broker: Any) -> None:
+        install_log_redaction()

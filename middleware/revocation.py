@@ -1,0 +1,98 @@
+"""Stops revoked running jobs (see :mod:`jobcore.revocation` for the semantics).
+
+A watcher thread per worker process checks, every ``REVOKE_POLL_MS``, which of the
+messages running in this process were revoked (one ``ZMSCORE`` round-trip), flags them
+for :func:`~jobcore.revocation.checkpoint`, and interrupts the job thread of
+``interruptible`` actors. Revocation of queued runs needs no worker involvement: the
+ledger refuses to start a FINISHED run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from dramatiq import Middleware
+from dramatiq.middleware.threading import raise_thread_exception
+
+from jobcore.errors import JobRevoked
+from jobcore.revocation import forget, mark_revoked_locally, revoked_key
+
+log = logging.getLogger(__name__)
+
+# Revocations older than this are pruned from the Redis set; a job revoked that long
+# ago has either stopped or finished.
+RETENTION_S = 24 * 3600
+
+
+class Revocation(Middleware):
+    """Tracks running messages and interrupts the revoked ones."""
+
+    def __init__(self, *, poll_ms: int = 500) -> None:
+        self.poll_s = poll_ms / 1000
+        self._running: dict[str, tuple[int, bool]] = {}  # message_id -> (thread id, interruptible)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"interruptible"}
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        actor = broker.actors.get(message.actor_name)
+        interruptible = bool(actor.options.get("interruptible", True)) if actor else True
+        with self._lock:
+            self._running[message.message_id] = (threading.get_ident(), interruptible)
+
+    def _done(self, message: Any) -> None:
+        with self._lock:
+            self._running.pop(message.message_id, None)
+        forget(message.message_id)
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        self._done(message)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        self._done(message)
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, args=(broker,), name="revocation-watcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self._stop.set()
+
+    def _watch(self, broker: Any) -> None:
+        key = revoked_key(broker.namespace)
+        last_prune = 0.0
+        while not self._stop.wait(self.poll_s):
+            try:
+                with self._lock:
+                    running = dict(self._running)
+                if running:
+                    ids = list(running)
+                    scores = broker.client.zmscore(key, ids)
+                    for message_id, score in zip(ids, scores, strict=True):
+                        if score is not None:
+                            self._revoke_running(message_id, *running[message_id])
+                if time.time() - last_prune > 60:
+                    broker.client.zremrangebyscore(key, 0, time.time() - RETENTION_S)
+                    last_prune = time.time()
+            except Exception:
+                log.warning("Revocation watcher failed; retrying", exc_info=True)
+
+    def _revoke_running(self, message_id: str, thread_id: int, interruptible: bool) -> None:
+        mark_revoked_locally(message_id)
+        if not interruptible:
+            return
+        with self._lock:
+            still_running = self._running.pop(message_id, None) is not None
+        if still_running:
+            log.warning("Interrupting revoked job %s", message_id)
+            raise_thread_exception(thread_id, JobRevoked)
