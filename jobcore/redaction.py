@@ -27,8 +27,8 @@ class Redactor:
         alternatives = "|".join(re.escape(k) for k in sorted(self.keys, key=len, reverse=True))
         # key=value, key: value, "key": "value", key='value'
         self._text_re = re.compile(
-            r"""(?P<key>["']?[\w-]*(?:%s)[\w-]*["']?\s*[:=]\s*)(?P<q>["']?)(?P<val>[^"'\s,;&)}\]]+)"""
-            % alternatives,
+            r"""(?P<key>["']?[\w-]*(?:""" + alternatives
+            + r""")[\w-]*["']?\s*[:=]\s*)(?P<q>["']?)(?!\[REDACTED\])(?P<val>[^"'\s,;&)}\]]+)""",
             re.IGNORECASE,
         ) if self.keys else None
         self._secrets: set[str] = set()
@@ -54,7 +54,7 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.value(v) for v in value]
         if isinstance(value, str):
-            return self.text(value) if self._secrets else value
+            return self.text(value)
         return value
 
     def arguments(self, fn: Callable[..., Any] | None, args: Iterable[Any], kwargs: dict[str, Any]

@@ -107,12 +107,12 @@ class Ledger(Middleware):
 
     def _error_params(self, exception: BaseException, attempt: int, will_retry: bool) -> Params:
         tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-        tb = self.redactor.text(tb)[-MAX_TRACEBACK:]
+        tb = pg_text(self.redactor.text(tb)[-MAX_TRACEBACK:], MAX_TRACEBACK)
         etype = f"{type(exception).__module__}.{type(exception).__qualname__}"
         return {
             "attempt": attempt,
             "exception_type": etype,
-            "error_message": self.redactor.text(str(exception))[:MAX_PAYLOAD],
+            "error_message": pg_text(self.redactor.text(str(exception)), MAX_PAYLOAD),
             "traceback": tb,
             "fingerprint": fingerprint(etype, tb),
             "will_retry": will_retry,
@@ -212,8 +212,8 @@ class Ledger(Middleware):
                          actor_name: str | None, reason: str, payload: str) -> None:
         self.store().apply("rejected", {
             "queue_name": queue_name, "redis_message_id": redis_id, "message_id": message_id,
-            "actor_name": actor_name, "reason": reason,
-            "payload": self.redactor.text(payload)[:MAX_PAYLOAD],
+            "actor_name": actor_name, "reason": pg_text(reason, MAX_PAYLOAD),
+            "payload": pg_text(self.redactor.text(payload), MAX_PAYLOAD),
             "at": iso(utcnow()), "resolution": "ERROR",
         })
 
@@ -226,6 +226,11 @@ class Ledger(Middleware):
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+
+
+def pg_text(value: str, limit: int) -> str:
+    """Text PostgreSQL accepts: no NUL characters (they come with binary garbage), bounded."""
+    return value.replace("\x00", "\\x00")[:limit]
 
 
 def _jsonable(value: Any) -> Any:

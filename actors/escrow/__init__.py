@@ -1,1 +1,2 @@
-"""Escrow-platform jobs (seed 002): disbursement approval, reminders, balance checks, reports, status checks, Huntington bank batches."""
+"""Escrow-platform jobs (seed 002): disbursement approval, reminders, balance checks,
+reports, status checks, Huntington bank batches."""
