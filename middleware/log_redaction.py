@@ -47,12 +47,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class ResultsAreKeptFilter(logging.Filter):
+    """Drops dramatiq's "returned a value ... discarded" warning: it assumes results are
+    lost without the Results middleware, but the ledger stores every result."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("dramatiq.worker") and "haven't added the Results middleware"
+                    in str(record.msg))
+
+
 def install_log_redaction(redactor: Redactor | None = None) -> None:
-    """Attach the filter to every root handler (idempotent)."""
+    """Attach the filters to every root handler (idempotent)."""
     root = logging.getLogger()
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter(redactor))
+            handler.addFilter(ResultsAreKeptFilter())
 
 
 class LogRedaction(Middleware):

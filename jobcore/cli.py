@@ -1,0 +1,197 @@
+"""``jobctl``: the operator command line (``python -m jobcore.cli`` works too).
+
+Every command has ``--help``; listing commands print readable tables, or JSON with
+``--json`` for scripts. Nothing printed here contains argument values that the
+redactor masks: the ledger only ever stores redacted arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from jobcore.db import control_engine
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Render rows as a fixed-width text table."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, separators=(",", ":"))
+        s = str(value)
+        return s if len(s) <= 60 else s[:57] + "..."
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+    else:
+        print(table(rows, columns) if rows else "(none)")
+
+
+RUN_COLUMNS = ("id", "actor_name", "tenant_id", "status", "resolution", "attempts", "enqueued_at", "wait_ms",
+               "run_ms", "message_id")
+
+
+def query_runs(*, status: str | None = None, resolution: str | None = None, actor: str | None = None,
+               tenant: int | None = None, since: str | None = None, limit: int = 50,
+               message_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first, with queue wait and run time in milliseconds."""
+    where, params = [], {"limit": limit}
+    for column, value in (("status", status), ("resolution", resolution), ("actor_name", actor),
+                          ("tenant_id", tenant)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    if since:
+        where.append("enqueued_at >= :since")
+        params["since"] = since
+    if message_ids is not None:
+        where.append("message_id = ANY(:ids)")
+        params["ids"] = list(message_ids)
+    sql = ("SELECT id, message_id, actor_name, queue_name, tenant_id, status, resolution, attempts, enqueued_at, "
+           "started_at, finished_at, progress, result, args, kwargs, "
+           "round(extract(epoch FROM started_at - enqueued_at) * 1000) AS wait_ms, "
+           "round(extract(epoch FROM finished_at - started_at) * 1000) AS run_ms "
+           "FROM job_runs" + (" WHERE " + " AND ".join(where) if where else "") +
+           " ORDER BY id DESC LIMIT :limit")
+    with control_engine().connect() as conn:
+        return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = query_runs(status=args.status, resolution=args.resolution, actor=args.actor, tenant=args.tenant,
+                      since=args.since, limit=args.limit)
+    emit(rows, RUN_COLUMNS, args.json)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    key = "id" if args.id.isdigit() else "message_id"
+    with control_engine().connect() as conn:
+        run = conn.execute(text(f"SELECT * FROM job_runs WHERE {key} = :v"),
+                           {"v": int(args.id) if key == "id" else args.id}).mappings().first()
+        if run is None:
+            print(f"error: no run {args.id}", file=sys.stderr)
+            return 1
+        errors = [dict(e) for e in conn.execute(text(
+            "SELECT attempt, exception_type, message, will_retry, created_at, fingerprint, traceback "
+            "FROM job_errors WHERE job_run_id = :id ORDER BY attempt"), {"id": run["id"]}).mappings()]
+    detail = dict(run)
+    if args.json:
+        print(json.dumps({"run": detail, "errors": errors}, default=str, indent=2))
+        return 0
+    for k, v in detail.items():
+        print(f"{k:>20}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+    for e in errors:
+        print(f"\n--- attempt {e['attempt']} ({'will retry' if e['will_retry'] else 'final'}) "
+              f"{e['created_at']}: {e['exception_type']}: {e['message']}\n{e['traceback']}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from jobcore.revocation import revoke
+
+    result = revoke(args.message_id)
+    print(f"{result.message_id}: {result.outcome}" + (f" ({result.resolution})" if result.resolution else ""))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Enqueue the example jobs, wait for a worker to finish them, print the ledger."""
+    import actors  # noqa: F401 - declares the actors on the broker
+    from actors.examples import example, example_error, example_progress, example_with_args
+    from jobcore.context import job_context
+    from jobcore.revocation import revoke
+
+    with job_context(tenant_id=1, request_id="demo"):
+        sent = [
+            example.send("hello"),
+            example_with_args.send(2, 40, label="answer", api_key="demo-secret-key"),
+            example_progress.send(5, 0.2),
+            example_error.send("a demo failure: retried twice, then ERROR"),
+            example.send_with_options(args=("too late",), max_age=1),  # EXPIRED
+        ]
+        queued = example.send_with_options(args=("revoked before it ran",), delay=60_000)
+        revoke(queued.message_id)
+        sent.append(queued)
+    ids = [m.message_id for m in sent]
+    print(f"demo: sent {len(ids)} jobs; waiting for a worker (dramatiq actors) to finish them...", flush=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        rows = query_runs(message_ids=ids)
+        if all(r["status"] == "FINISHED" for r in rows) and len(rows) == len(ids):
+            break
+        time.sleep(0.5)
+    rows = query_runs(message_ids=ids)
+    print(table(rows, ("id", "actor_name", "status", "resolution", "attempts", "wait_ms", "run_ms", "kwargs",
+                       "result")))
+    unfinished = [r for r in rows if r["status"] != "FINISHED"]
+    if unfinished:
+        print(f"demo: {len(unfinished)} runs did not finish within {args.timeout}s: is a worker running?",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobctl", description="Operate the job platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("runs", help="list runs (newest first)")
+    p.add_argument("--status", choices=("PENDING", "STARTED", "FINISHED"))
+    p.add_argument("--resolution", choices=("COMPLETED", "ERROR", "EXPIRED", "REVOKED"))
+    p.add_argument("--actor")
+    p.add_argument("--tenant", type=int)
+    p.add_argument("--since", help="ISO timestamp: only runs enqueued at or after it")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_runs)
+
+    p = sub.add_parser("run", help="one run with its errors and tracebacks")
+    p.add_argument("id", help="run id or message id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("revoke", help="revoke a run: queued runs never start, running ones are stopped")
+    p.add_argument("message_id")
+    p.set_defaults(fn=cmd_revoke)
+
+    p = sub.add_parser("demo", help="enqueue the example jobs and print their ledger rows")
+    p.add_argument("--timeout", type=float, default=60)
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except Exception as exc:  # operator-facing: one line, not a traceback
+        from jobcore.errors import PlatformError
+
+        if isinstance(exc, PlatformError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
