@@ -54,7 +54,8 @@ def query_runs(*, status: str | None = None, resolution: str | None = None, acto
                tenant: int | None = None, since: str | None = None, limit: int = 50,
                message_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Runs, newest first, with queue wait and run time in milliseconds."""
-    where, params = [], {"limit": limit}
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     for column, value in (("status", status), ("resolution", resolution), ("actor_name", actor),
                           ("tenant_id", tenant)):
         if value is not None:
