@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import re
 import threading
 import time
@@ -29,7 +30,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import redis
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobcore.errors import LedgerError
@@ -44,6 +44,19 @@ _IDENTITY_VALUES = (
     "%(context)s::jsonb, %(enqueued_at)s"
 )
 
+_STARTED_CONFLICT = """
+        ON CONFLICT (message_id) DO UPDATE
+           SET status = 'STARTED', attempts = job_runs.attempts + 1, started_at = EXCLUDED.started_at,
+               worker_id = EXCLUDED.worker_id, retry_at = NULL, updated_at = EXCLUDED.updated_at
+         WHERE job_runs.status <> 'FINISHED'"""
+
+_FINISHED_CONFLICT = """
+        ON CONFLICT (message_id) DO UPDATE
+           SET status = 'FINISHED', resolution = EXCLUDED.resolution, finished_at = EXCLUDED.finished_at,
+               result = EXCLUDED.result, retry_at = NULL,
+               attempts = GREATEST(job_runs.attempts, EXCLUDED.attempts), updated_at = EXCLUDED.updated_at
+         WHERE job_runs.status <> 'FINISHED'"""
+
 SQL: dict[str, str] = {
     "pending": f"""
         INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, updated_at, retry_of)
@@ -53,21 +66,14 @@ SQL: dict[str, str] = {
     "started": f"""
         INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, started_at, worker_id, updated_at)
         VALUES ({_IDENTITY_VALUES}, 'STARTED', 1, %(at)s, %(worker_id)s, %(at)s)
-        ON CONFLICT (message_id) DO UPDATE
-           SET status = 'STARTED', attempts = job_runs.attempts + 1, started_at = EXCLUDED.started_at,
-               worker_id = EXCLUDED.worker_id, retry_at = NULL, updated_at = EXCLUDED.updated_at
-         WHERE job_runs.status <> 'FINISHED'
+        {_STARTED_CONFLICT}
         RETURNING attempts
     """,
     "finished": f"""
         INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, resolution, attempts, finished_at, result,
                               updated_at)
         VALUES ({_IDENTITY_VALUES}, 'FINISHED', %(resolution)s, %(attempts)s, %(at)s, %(result)s::jsonb, %(at)s)
-        ON CONFLICT (message_id) DO UPDATE
-           SET status = 'FINISHED', resolution = EXCLUDED.resolution, finished_at = EXCLUDED.finished_at,
-               result = EXCLUDED.result, retry_at = NULL,
-               attempts = GREATEST(job_runs.attempts, EXCLUDED.attempts), updated_at = EXCLUDED.updated_at
-         WHERE job_runs.status <> 'FINISHED'
+        {_FINISHED_CONFLICT}
         RETURNING id
     """,
     # A failed attempt that will be retried: make sure the row exists and note when the
@@ -104,6 +110,42 @@ SQL: dict[str, str] = {
                 %(payload)s, %(at)s)
     """,
 }
+
+# The worker hot path: STARTED and FINISHED for a batch of messages in one prepared
+# statement (parsed and planned once per connection), as UPDATEs from arrays. A message
+# whose row does not exist yet (its PENDING was spooled) is reported as missing and then
+# written with the full upsert above, which carries the row's identity.
+BATCH_PREPARE = """
+PREPARE ledger_batch(text[], timestamptz[], text[], text[], timestamptz[], text[], int[], jsonb[]) AS
+WITH s AS (
+    SELECT * FROM unnest($1, $2, $3) AS t(message_id, at, worker_id)
+), su AS (
+    UPDATE job_runs j
+       SET status = 'STARTED', attempts = j.attempts + 1, started_at = s.at, worker_id = s.worker_id,
+           retry_at = NULL, updated_at = s.at
+      FROM s
+     WHERE j.message_id = s.message_id AND j.status <> 'FINISHED'
+    RETURNING j.message_id, j.attempts
+), f AS (
+    SELECT * FROM unnest($4, $5, $6, $7, $8) AS t(message_id, at, resolution, attempts, result)
+), fu AS (
+    UPDATE job_runs j
+       SET status = 'FINISHED', resolution = f.resolution, finished_at = f.at, result = f.result,
+           retry_at = NULL, attempts = GREATEST(j.attempts, f.attempts), updated_at = f.at
+      FROM f
+     WHERE j.message_id = f.message_id AND j.status <> 'FINISHED'
+    RETURNING j.message_id
+)
+SELECT 'S', s.message_id, su.attempts,
+       NOT EXISTS (SELECT 1 FROM job_runs x WHERE x.message_id = s.message_id)
+  FROM s LEFT JOIN su USING (message_id)
+UNION ALL
+SELECT 'F', f.message_id, NULL, NOT EXISTS (SELECT 1 FROM job_runs x WHERE x.message_id = f.message_id)
+  FROM f LEFT JOIN fu USING (message_id) WHERE fu.message_id IS NULL
+"""
+
+BATCH_EXECUTE = ("EXECUTE ledger_batch(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::timestamptz[], "
+                 "%s::text[], %s::int[], %s::jsonb[])")
 
 # A transition kind is applied as these statements, in one transaction.
 PLANS: dict[str, tuple[str, ...]] = {
@@ -158,40 +200,66 @@ class LedgerStore:
     """Applies transitions to PostgreSQL, spooling them to Redis when it is unreachable.
 
     Parameters:
-      engine: the control database engine (its pool serves the worker threads).
+      dsn: the control database URL (each thread keeps one autocommit connection).
       redis_client: used for the spool; ``None`` disables spooling (errors then raise).
       spool_key: the Redis list holding transitions that still have to be applied.
     """
 
-    def __init__(self, engine: Engine, redis_client: redis.Redis | None, spool_key: str) -> None:
-        self.engine = engine
+    def __init__(self, dsn: str, redis_client: redis.Redis | None, spool_key: str) -> None:
+        self.dsn = libpq_dsn(dsn)
         self.redis = redis_client
         self.spool_key = spool_key
         self.spooled_total = 0
+        self._local = threading.local()
 
     # -- low level --------------------------------------------------------------------
-    def _apply(self, kind: str, params: Params) -> tuple[Any, ...] | None:
-        """Run the statements of ``kind`` in one transaction; return the first row of the
-        first statement (``RETURNING``), if any."""
-        conn = self.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            first: tuple[Any, ...] | None = None
-            for i, name in enumerate(PLANS[kind]):
-                cur.execute(SQL[name], params)
-                if i == 0 and cur.description is not None:
-                    first = cur.fetchone()
-            conn.commit()
-            cur.close()
-            return first
-        except BaseException:
+    def _connection(self) -> Any:
+        """This thread's connection, in autocommit mode: a one-statement transition is one
+        round trip (no pool checkout, no pre-ping, no separate COMMIT)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg2.connect(self.dsn, connect_timeout=5, application_name="jobplatform-ledger")
+            conn.autocommit = True
+            conn.cursor().execute(BATCH_PREPARE)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
             try:
-                conn.rollback()
-            except Exception:  # the connection may be the thing that broke
-                conn.invalidate()
+                conn.close()
+            except Exception:
+                pass
+
+    def _apply(self, kind: str, params: Params) -> tuple[Any, ...] | None:
+        """Run the statements of ``kind`` as one transaction in one round trip; return the
+        ``RETURNING`` row of a single-statement kind, if any."""
+        plan = PLANS[kind]
+        try:
+            cur = self._connection().cursor()
+            if len(plan) == 1:
+                cur.execute(SQL[plan[0]], params)
+                return cur.fetchone() if cur.description is not None else None
+            # Several statements in one simple query with explicit BEGIN/COMMIT: atomic,
+            # and still a single round trip.
+            cur.execute("BEGIN;" + ";".join(SQL[name] for name in plan) + ";COMMIT;", params)
+            return None
+        except BaseException as exc:
+            if _is_connectivity_error(exc) or not isinstance(exc, Exception):
+                self._drop_connection()
+            else:
+                self._rollback_quietly()
             raise
-        finally:
-            conn.close()
+
+    def _rollback_quietly(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            try:
+                conn.cursor().execute("ROLLBACK")
+            except Exception:
+                self._drop_connection()
 
     def apply(self, kind: str, params: Params, *, spool: bool = True) -> tuple[bool, tuple[Any, ...] | None]:
         """Apply a transition. Returns ``(applied, first_row)``; ``applied`` is False when
@@ -251,34 +319,66 @@ class LedgerStore:
 
     # -- transitions --------------------------------------------------------------------
     def pending_many(self, rows: Iterable[Params]) -> None:
-        """Insert PENDING rows in one multi-row statement (bulk fan-out)."""
+        """Insert PENDING rows in one multi-row statement per 1,000 (bulk fan-out)."""
         rows = list(rows)
         if not rows:
             return
         try:
-            conn = self.engine.raw_connection()
-            try:
-                cur = conn.cursor()
-                template = f"({_IDENTITY_VALUES}, 'PENDING', 0, %(at)s, %(retry_of)s)"
-                psycopg2.extras.execute_values(
-                    cur,
-                    f"INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, updated_at, retry_of) "
-                    "VALUES %s ON CONFLICT (message_id) DO NOTHING",
-                    rows,
-                    template=template,
-                    page_size=1000,
-                )
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
-            finally:
-                conn.close()
+            cur = self._connection().cursor()
+            psycopg2.extras.execute_values(
+                cur,
+                f"INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, updated_at, retry_of) "
+                "VALUES %s ON CONFLICT (message_id) DO NOTHING",
+                rows,
+                template=f"({_IDENTITY_VALUES}, 'PENDING', 0, %(at)s, %(retry_of)s)",
+                page_size=1000,
+            )
         except BaseException as exc:
+            self._drop_connection()
             if self.redis is None or not _is_connectivity_error(exc):
                 raise
             for row in rows:
                 self.spool("pending", row)
+
+    def batch(self, started: list[Params], finished: list[Params]
+              ) -> tuple[dict[str, int | None], set[str]] | None:
+        """STARTED and FINISHED for many messages in one round trip.
+
+        ``started`` items need ``message_id``, ``at``, ``worker_id``; ``finished`` items
+        ``message_id``, ``at``, ``resolution``, ``attempts``, ``result`` (JSON text).
+        Returns ``(started_attempts, missing)``: attempts per started message (None when
+        its run is already FINISHED), and the message ids that have no row at all (the
+        caller upserts those with their identity). None when the database was
+        unreachable; nothing was written then.
+        """
+        try:
+            cur = self._connection().cursor()
+            cur.execute(BATCH_EXECUTE, (
+                [p["message_id"] for p in started], [p["at"] for p in started], [p["worker_id"] for p in started],
+                [p["message_id"] for p in finished], [p["at"] for p in finished],
+                [p["resolution"] for p in finished], [p["attempts"] for p in finished],
+                [p["result"] for p in finished],
+            ))
+            rows = cur.fetchall()
+        except BaseException as exc:
+            self._drop_connection()
+            if self.redis is None or not _is_connectivity_error(exc):
+                raise
+            return None
+        attempts: dict[str, int | None] = {}
+        missing: set[str] = set()
+        for kind, message_id, n, is_missing in rows:
+            if is_missing:
+                missing.add(message_id)
+            elif kind == "S":
+                attempts[message_id] = n
+        return attempts, missing
+
+
+def libpq_dsn(url: str) -> str:
+    """A libpq URL from an SQLAlchemy one (``postgresql+psycopg2://`` → ``postgresql://``)."""
+    scheme, sep, rest = url.partition("://")
+    return ("postgresql" if scheme.startswith("postgres") else scheme) + sep + rest
 
 
 _process_store: Callable[[], LedgerStore] | None = None
@@ -356,3 +456,136 @@ class SpoolFlusher:
                     self.on_error(exc)
                 log.warning("Spool drain failed: %s", exc)
                 time.sleep(self.interval)
+
+
+class _Op:
+    __slots__ = ("kind", "params", "identity", "done", "result", "error")
+
+    def __init__(self, kind: str, params: Params, identity: Callable[[], Params] | None) -> None:
+        self.kind = kind
+        self.params = params
+        self.identity = identity
+        self.done = threading.Event()
+        self.result: tuple[bool, tuple[Any, ...] | None] = (False, None)
+        self.error: BaseException | None = None
+
+    def full_params(self) -> Params:
+        """Params with the row identity, for the upsert that can create the row."""
+        return {**self.identity(), **self.params} if self.identity is not None else self.params
+
+
+class LedgerWriter:
+    """Applies the STARTED and FINISHED transitions of all job threads of one worker
+    process in batches: while one batch is in flight the others queue up, and the next
+    round trip writes them all with one prepared statement.
+
+    Nothing is buffered past its caller: :meth:`submit` returns only once its transition
+    is committed (or spooled), and dramatiq acks a message only after the middleware
+    returns, so a SIGKILL can lose no transition of an acked message.
+    """
+
+    BATCH_MAX = 256
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.ops = 0
+
+    def submit(self, kind: str, params: Params, identity: Callable[[], Params] | None = None
+               ) -> tuple[bool, tuple[Any, ...] | None]:
+        """Apply ``kind`` like :meth:`LedgerStore.apply`, batched with concurrent callers.
+        For "started"/"finished", ``params`` may omit the row identity; ``identity``
+        supplies it when the row has to be created or the transition spooled."""
+        op = self.submit_nowait(kind, params, identity)
+        op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def submit_nowait(self, kind: str, params: Params, identity: Callable[[], Params] | None = None) -> _Op:
+        """Queue a transition and return at once; wait on ``op.done`` before relying on it
+        (the ledger middleware waits in ``before_ack``, so a message is never acked
+        before its FINISHED is committed or spooled)."""
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+                    self._thread.start()
+        op = _Op(kind, params, identity)
+        self._queue.put(op)
+        return op
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.BATCH_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._process(batch)
+            except BaseException as exc:  # never leave a caller waiting
+                for op in batch:
+                    if not op.done.is_set():
+                        op.error = exc
+            finally:
+                for op in batch:
+                    op.done.set()
+                self.batches += 1
+                self.ops += len(batch)
+
+    def _process(self, batch: list[_Op]) -> None:
+        started: list[_Op] = []
+        finished: list[_Op] = []
+        singles: list[_Op] = []
+        ids: set[str] = set()
+        for op in batch:
+            message_id = str(op.params.get("message_id"))
+            # One statement cannot update the same row twice; such an op goes on its own.
+            if op.kind in ("started", "finished") and message_id not in ids:
+                (started if op.kind == "started" else finished).append(op)
+                ids.add(message_id)
+            else:
+                singles.append(op)
+        if started or finished:
+            self._batch(started, finished)
+        for op in singles:
+            self._single(op)
+
+    def _batch(self, started: list[_Op], finished: list[_Op]) -> None:
+        try:
+            outcome = self.store.batch([op.params for op in started], [op.params for op in finished])
+        except Exception:
+            # A row the database rejects must not fail its neighbours: one by one.
+            for op in started + finished:
+                self._single(op)
+            return
+        if outcome is None:  # database unreachable: spool, with identities
+            for op in started + finished:
+                self.store.spool(op.kind, op.full_params())
+                op.result = (False, None)
+                op.done.set()
+            return
+        attempts, missing = outcome
+        for op in started + finished:
+            message_id = op.params["message_id"]
+            if message_id in missing:
+                self._single(op)
+                continue
+            if op.kind == "started":
+                n = attempts.get(message_id)
+                op.result = (True, (n,) if n is not None else None)
+            else:
+                op.result = (True, None)
+            op.done.set()
+
+    def _single(self, op: _Op) -> None:
+        try:
+            op.result = self.store.apply(op.kind, op.full_params())
+        except BaseException as exc:
+            op.error = exc
+        op.done.set()

@@ -23,6 +23,8 @@ class DeliveryState:
     skip_reason: str | None = None      # EXPIRED | REVOKED | REJECTED | DUPLICATE
     skip_detail: str = ""
     context_tokens: Any = None
+    identity: dict[str, Any] | None = None  # the ledger row identity, computed once
+    pending_write: Any = None               # a FINISHED write the ack must wait for
 
 
 def state(message: Any) -> DeliveryState:

@@ -10,6 +10,7 @@ plus any exact secret value registered with :meth:`Redactor.add_secret`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import threading
@@ -61,13 +62,7 @@ class Redactor:
                   ) -> tuple[list[Any], dict[str, Any]]:
         """Redact an actor's arguments; positional ones by their parameter names."""
         args = list(args)
-        names: list[str] = []
-        if fn is not None:
-            try:
-                names = [p.name for p in inspect.signature(fn).parameters.values()
-                         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            except (TypeError, ValueError):
-                names = []
+        names = _positional_names(fn) if fn is not None and args else ()
         red_args = [MASK if i < len(names) and self.is_secret_key(names[i]) else self.value(a)
                     for i, a in enumerate(args)]
         return red_args, self.value(kwargs)
@@ -83,6 +78,15 @@ class Redactor:
                 if secret in text:
                     text = text.replace(secret, MASK)
         return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _positional_names(fn: Callable[..., Any]) -> tuple[str, ...]:
+    try:
+        return tuple(p.name for p in inspect.signature(fn).parameters.values()
+                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    except (TypeError, ValueError):
+        return ()
 
 
 _default: Redactor | None = None

@@ -29,10 +29,10 @@ from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 
 from jobcore.context import OPTION
-from jobcore.db import control_engine
 from jobcore.errors import AlreadyFinished, JobRevoked
 from jobcore.ledger import (
     LedgerStore,
+    LedgerWriter,
     Params,
     SpoolFlusher,
     fingerprint,
@@ -44,6 +44,7 @@ from jobcore.ledger import (
 )
 from jobcore.message_state import state
 from jobcore.redaction import Redactor, get_redactor
+from jobcore.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Ledger(Middleware):
     def __init__(self, *, redactor: Redactor | None = None) -> None:
         self._redactor = redactor
         self._store: LedgerStore | None = None
+        self._writer: LedgerWriter | None = None
         self._store_pid: int | None = None
         self._broker: Any = None
         self._flusher: SpoolFlusher | None = None
@@ -78,9 +80,16 @@ class Ledger(Middleware):
             broker = self._broker
             client = broker.client if broker is not None else None
             namespace = broker.namespace if broker is not None else "dramatiq"
-            self._store = LedgerStore(control_engine(), client, f"{namespace}:ledger:spool")
+            self._store = LedgerStore(get_settings().database_url, client, f"{namespace}:ledger:spool")
+            self._writer = LedgerWriter(self._store)
             self._store_pid = pid
         return self._store
+
+    def writer(self) -> LedgerWriter:
+        """This process's batching writer for worker-side transitions."""
+        self.store()
+        assert self._writer is not None
+        return self._writer
 
     def after_process_boot(self, broker: Any) -> None:
         self._broker = broker
@@ -89,6 +98,13 @@ class Ledger(Middleware):
         self._broker = broker
 
     # -- row identity -------------------------------------------------------------------
+    def _cached_identity(self, broker: Any, message: Any) -> Params:
+        """The identity of a message being processed, computed once per delivery."""
+        st = state(message)
+        if st.identity is None:
+            st.identity = self._identity(broker, message)
+        return dict(st.identity)
+
     def _identity(self, broker: Any, message: Any) -> Params:
         actor = broker.actors.get(message.actor_name)
         args, kwargs = self.redactor.arguments(actor.fn if actor else None, message.args, message.kwargs)
@@ -119,13 +135,20 @@ class Ledger(Middleware):
         }
 
     # -- enqueue ------------------------------------------------------------------------
-    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+    def prepare_pending(self, broker: Any, message: Any) -> Params | None:
+        """Mark a new message as tracked and return its PENDING row (None for a retry or
+        a delay-queue hop, which already have one)."""
         if message.options.get("ledger_tracked"):
-            return
+            return None
         message.options["ledger_tracked"] = 1
         params = self._identity(broker, message)
         params.update(at=iso(utcnow()), retry_of=message.options.get("retry_of"))
-        self.store().apply("pending", params)
+        return params
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        params = self.prepare_pending(broker, message)
+        if params is not None:
+            self.store().apply("pending", params)
 
     def after_enqueue_failed(self, broker: Any, message: Any, exc: BaseException) -> None:
         params = {"message_id": message.message_id, "at": iso(utcnow()), "resolution": "ERROR"}
@@ -135,9 +158,8 @@ class Ledger(Middleware):
     # -- processing ---------------------------------------------------------------------
     def before_process_message(self, broker: Any, message: Any) -> None:
         st = state(message)
-        params = self._identity(broker, message)
-        params.update(at=iso(utcnow()), worker_id=broker.broker_id)
-        applied, row = self.store().apply("started", params)
+        params = {"message_id": message.message_id, "at": iso(utcnow()), "worker_id": broker.broker_id}
+        applied, row = self.writer().submit("started", params, lambda: self._cached_identity(broker, message))
         if applied and row is None:
             st.skip_reason = "DUPLICATE"
             log.info("Skipping %s (%s): its run is already finished", message.message_id, message.actor_name)
@@ -148,19 +170,22 @@ class Ledger(Middleware):
                               exception: BaseException | None = None) -> None:
         st = state(message)
         now = utcnow()
-        params = self._identity(broker, message)
+        if exception is None or isinstance(exception, JobRevoked):
+            if exception is not None:
+                resolution, payload = "REVOKED", "null"
+            else:
+                actor = broker.actors.get(message.actor_name)
+                keep = actor is None or actor.options.get("store_result", True)
+                resolution = "COMPLETED"
+                payload = to_json(self.redactor.value(_jsonable(result))) if keep and result is not None else "null"
+            params = {"message_id": message.message_id, "at": iso(now), "resolution": resolution,
+                      "attempts": st.attempt or 1, "result": payload}
+            # The job thread moves on; the ack waits for this write (before_ack).
+            st.pending_write = self.writer().submit_nowait(
+                "finished", params, lambda: self._cached_identity(broker, message))
+            return
+        params = self._cached_identity(broker, message)
         params.update(at=iso(now), attempts=st.attempt or 1)
-        if exception is None:
-            actor = broker.actors.get(message.actor_name)
-            keep = actor is None or actor.options.get("store_result", True)
-            params.update(resolution="COMPLETED",
-                          result=to_json(self.redactor.value(_jsonable(result))) if keep else "null")
-            self.store().apply("finished", params)
-            return
-        if isinstance(exception, JobRevoked):
-            params.update(resolution="REVOKED", result="null")
-            self.store().apply("finished", params)
-            return
         params.update(self._error_params(exception, st.attempt or 1, st.will_retry))
         if st.will_retry:
             params["retry_at"] = iso(now + timedelta(milliseconds=st.retry_delay_ms or 0))
@@ -169,11 +194,23 @@ class Ledger(Middleware):
             params.update(resolution="ERROR", result="null")
             self.store().apply("final_error", params)
 
+    def before_ack(self, broker: Any, message: Any) -> None:
+        """Never ack a message before its FINISHED transition is committed or spooled: a
+        crash before that point redelivers the message instead of losing the transition."""
+        op = state(message).pending_write
+        if op is None:
+            return
+        op.done.wait()
+        if op.error is not None:
+            log.critical("FINISHED of %s could not be recorded: %s", message.message_id, op.error)
+
+    before_nack = before_ack
+
     def after_skip_message(self, broker: Any, message: Any) -> None:
         st = state(message)
         if st.skip_reason == "DUPLICATE":
             return
-        params = self._identity(broker, message)
+        params = self._cached_identity(broker, message)
         params.update(at=iso(utcnow()), attempts=0, result="null")
         if st.skip_reason in ("EXPIRED", "REVOKED"):
             params["resolution"] = st.skip_reason
@@ -224,6 +261,9 @@ class Ledger(Middleware):
         self._flusher.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self._writer is not None and self._writer.batches:
+            log.info("Ledger writer: %d transitions in %d batches (%.1f per round trip)",
+                     self._writer.ops, self._writer.batches, self._writer.ops / self._writer.batches)
         if self._flusher is not None:
             self._flusher.stop()
 

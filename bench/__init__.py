@@ -1,0 +1,1 @@
+"""Benchmarks: plain dramatiq against the tracked platform, in one interleaved run."""
