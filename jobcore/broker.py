@@ -149,6 +149,40 @@ class _QuarantiningConsumer(_RedisConsumer):
 
     broker: PlatformRedisBroker
 
+    def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        # Redis ids of the messages this consumer has handed to the worker and not yet
+        # acked: what the stuck-fetch check compares the Redis ack set against.
+        self.held: set[str] = set()
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)
+        finally:
+            self.held.discard(message.options.get("redis_message_id"))
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)
+        finally:
+            self.held.discard(message.options.get("redis_message_id"))
+
+    def unheld_ack_ids(self) -> set[str]:
+        """Ids in this worker's Redis ack set for the queue that this consumer neither
+        holds nor has in its fetch cache: fetched in Redis, never received (a lost reply).
+        A fetch in flight also shows up here, so callers confirm over two checks."""
+        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        in_redis = {i.decode() if isinstance(i, bytes) else i for i in self.broker.client.smembers(acks)}
+        if not in_redis:
+            return set()
+        known = set(self.held)
+        for data in list(self.message_cache):
+            try:
+                known.add(json.loads(data)["options"]["redis_message_id"])
+            except Exception:
+                continue
+        return in_redis - known
+
     def __next__(self) -> Any:
         while True:
             try:
@@ -167,6 +201,7 @@ class _QuarantiningConsumer(_RedisConsumer):
                 self.misses = 0
                 message = Message.decode(data)
                 self.queued_message_ids.add(message.message_id)
+                self.held.add(str(message.options.get("redis_message_id")))
                 return MessageProxy(message)
             if self.outstanding_message_count >= self.prefetch:
                 # Busy: every prefetched message is still being processed. Don't take a

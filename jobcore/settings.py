@@ -70,6 +70,14 @@ class Settings:
     heartbeat_timeout_ms: int = 30_000
     heartbeat_interval_ms: int = 5_000
     sweep_interval_ms: int = 10_000
+    # Ledger–broker reconciliation: runs whose message is gone from Redis are re-enqueued.
+    reconcile_interval_ms: int = 60_000
+    reconcile_grace_ms: int = 30_000
+    # A message in a live worker's ack set that the worker does not hold (a lost fetch
+    # reply) is requeued once it has been seen unheld this long.
+    stuck_fetch_grace_ms: int = 15_000
+    # Retention of finished runs.
+    retention_days: int = 30
     # How often the revocation watcher looks for revoked running messages.
     revoke_poll_ms: int = 500
     redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)

@@ -22,6 +22,7 @@ def default_stack(settings: Settings | None = None) -> list[Middleware]:
     from middleware.job_context import JobContextMiddleware
     from middleware.ledger import Ledger
     from middleware.log_redaction import LogRedaction
+    from middleware.reconciliation import Reconciliation
     from middleware.retries import RetryPolicy
     from middleware.revocation import Revocation
     from middleware.startup import StartupChecks
@@ -45,5 +46,7 @@ def default_stack(settings: Settings | None = None) -> list[Middleware]:
         Ledger(),
         ErrorEvents(),
         RetryPolicy(max_retries=s.max_retries, min_backoff=s.min_backoff_ms, max_backoff=s.max_backoff_ms),
-        WorkerHealth(heartbeat_interval_ms=s.heartbeat_interval_ms, sweep_interval_ms=s.sweep_interval_ms),
+        WorkerHealth(heartbeat_interval_ms=s.heartbeat_interval_ms, sweep_interval_ms=s.sweep_interval_ms,
+                     stuck_fetch_grace_ms=s.stuck_fetch_grace_ms),
+        Reconciliation(interval_ms=s.reconcile_interval_ms, grace_ms=s.reconcile_grace_ms),
     ]
