@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from dramatiq import Message
 from sqlalchemy import text
 
 from jobcore.db import control_engine
@@ -115,6 +116,121 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker() -> Any:
+    import actors
+
+    return actors.broker
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Re-enqueue a finished ERROR/EXPIRED/REVOKED run as a new run linked to it."""
+    import dramatiq
+
+    with control_engine().connect() as conn:
+        run = conn.execute(text("SELECT * FROM job_runs WHERE id = :v OR message_id = :s"),
+                           {"v": int(args.id) if args.id.isdigit() else -1, "s": args.id}).mappings().first()
+    if run is None:
+        print(f"error: no run {args.id}", file=sys.stderr)
+        return 1
+    if run["status"] != "FINISHED" or run["resolution"] == "COMPLETED":
+        print(f"error: run {run['id']} is {run['status']}/{run['resolution']}; only finished ERROR, EXPIRED or "
+              "REVOKED runs can be retried", file=sys.stderr)
+        return 1
+    from jobcore.redaction import MASK
+
+    if MASK in json.dumps([run["args"], run["kwargs"]]):
+        print(f"error: run {run['id']} had secret arguments, which the ledger does not keep; send it again "
+              "from the application", file=sys.stderr)
+        return 1
+    broker = _broker()
+    actor = broker.get_actor(run["actor_name"])
+    message = actor.send_with_options(args=tuple(run["args"]), kwargs=dict(run["kwargs"]),
+                                      job_context=run["context"] or None, retry_of=run["id"])
+    assert isinstance(message, dramatiq.Message)
+    print(f"retrying run {run['id']} as message {message.message_id}")
+    return 0
+
+
+def queue_depths(broker: Any) -> list[dict[str, Any]]:
+    """Depth of every queue in the namespace: ready, delayed (.DQ), dead letters (.XQ)."""
+    client = broker.client
+    ns = broker.namespace
+    names = set(broker.get_declared_queues())
+    for key in client.scan_iter(match=f"{ns}:*.msgs", count=500):
+        name = key.decode()[len(ns) + 1:-len(".msgs")]
+        names.add(name.removesuffix(".DQ").removesuffix(".XQ"))
+    rows = []
+    for name in sorted(names):
+        rows.append({"queue": name, "ready": client.llen(f"{ns}:{name}"),
+                     "delayed": client.hlen(f"{ns}:{name}.DQ.msgs"), "dead": client.zcard(f"{ns}:{name}.XQ"),
+                     "stored": client.hlen(f"{ns}:{name}.msgs")})
+    return rows
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    emit(queue_depths(_broker()), ("queue", "ready", "delayed", "dead", "stored"), args.json)
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List dead-lettered messages of a queue, or requeue them."""
+    from jobcore.redaction import get_redactor
+
+    broker = _broker()
+    client, ns, queue = broker.client, broker.namespace, args.queue
+    ids = [i.decode() for i in client.zrange(f"{ns}:{queue}.XQ", 0, -1)]
+    rows = []
+    for rid in ids:
+        raw = client.hget(f"{ns}:{queue}.XQ.msgs", rid)
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            data = {}
+        rows.append({"redis_id": rid, "message_id": data.get("message_id"), "actor": data.get("actor_name"),
+                     "args": get_redactor().value(data.get("args")), "undecodable": not data})
+    if args.requeue:
+        selected = [r for r in rows if args.requeue == "all" or args.requeue in (r["redis_id"], r["message_id"])]
+        for r in selected:
+            raw = client.hget(f"{ns}:{queue}.XQ.msgs", r["redis_id"])
+            if raw is None or r["undecodable"]:
+                print(f"skipping {r['redis_id']}: undecodable, see rejected_messages", file=sys.stderr)
+                continue
+            # Its run is FINISHED (that is why it was dead-lettered), so it is sent again as
+            # a new run linked to the old one, through the normal, validated send path.
+            old = Message.decode(raw)
+            options = {k: v for k, v in old.options.items()
+                       if k not in ("redis_message_id", "ledger_tracked", "retries", "eta", "due_at_ms")}
+            with control_engine().connect() as conn:
+                options["retry_of"] = conn.execute(text("SELECT id FROM job_runs WHERE message_id = :m"),
+                                                   {"m": old.message_id}).scalar()
+            new = broker.enqueue(Message(queue_name=queue, actor_name=old.actor_name, args=old.args,
+                                         kwargs=old.kwargs, options=options))
+            pipe = client.pipeline()
+            pipe.zrem(f"{ns}:{queue}.XQ", r["redis_id"])
+            pipe.hdel(f"{ns}:{queue}.XQ.msgs", r["redis_id"])
+            pipe.execute()
+            r["actor"] = f"{old.actor_name} as new message {new.message_id}"
+            print(f"requeued {r['redis_id']} ({r['actor']})")
+        return 0
+    emit(rows, ("redis_id", "message_id", "actor", "args", "undecodable"), args.json)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from jobcore.retention import prune
+
+    print(f"pruned {prune(args.older_than)} finished runs older than {args.older_than} days")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from jobcore.reconcile import reconcile
+
+    report = reconcile(_broker(), grace_s=args.grace)
+    print(f"checked {report.checked} open runs: re-enqueued {len(report.reenqueued)}, closed {len(report.closed)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Enqueue the example jobs, wait for a worker to finish them, print the ledger."""
     import actors  # noqa: F401 - declares the actors on the broker
@@ -175,6 +291,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id")
     p.set_defaults(fn=cmd_revoke)
 
+    p = sub.add_parser("retry", help="re-enqueue a finished ERROR/EXPIRED/REVOKED run as a new, linked run")
+    p.add_argument("id", help="run id or message id")
+    p.set_defaults(fn=cmd_retry)
+
+    p = sub.add_parser("queues", help="depth of each queue: ready, delayed (.DQ), dead letters (.XQ)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_queues)
+
+    p = sub.add_parser("dead-letters", help="list a queue's dead-lettered messages, or requeue them")
+    p.add_argument("queue", nargs="?", default="default")
+    p.add_argument("--requeue", metavar="ID|all", help="requeue one (redis or message id) or all")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_dead_letters)
+
+    p = sub.add_parser("prune", help="delete finished runs older than N days, in small batches")
+    p.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="default: RETENTION_DAYS (30)")
+    p.set_defaults(fn=cmd_prune)
+
+    p = sub.add_parser("reconcile", help="re-enqueue PENDING runs whose message is gone from Redis")
+    p.add_argument("--grace", type=float, default=30, help="only runs idle this many seconds")
+    p.set_defaults(fn=cmd_reconcile)
+
     p = sub.add_parser("demo", help="enqueue the example jobs and print their ledger rows")
     p.add_argument("--timeout", type=float, default=60)
     p.set_defaults(fn=cmd_demo)
@@ -183,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "older_than", "unset") is None:
+        from jobcore.settings import get_settings
+
+        args.older_than = float(get_settings().retention_days)
     try:
         return int(args.fn(args))
     except Exception as exc:  # operator-facing: one line, not a traceback

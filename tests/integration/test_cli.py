@@ -1,0 +1,91 @@
+"""The operator CLI against real Redis, PostgreSQL and a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TEST_ENV, wait_for
+from tests.support.ledger import count, run_row, wait_status
+
+pytestmark = pytest.mark.integration
+
+
+def jobctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "jobcore.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}, timeout=60)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_every_command_has_help():
+    for command in ("runs", "run", "retry", "revoke", "queues", "dead-letters", "prune", "reconcile", "demo"):
+        out = jobctl(command, "--help")
+        assert "usage: jobctl " + command in out.stdout
+
+
+def test_runs_run_retry_and_revoke(broker, start_worker):
+    from actors.examples import example_error, example_progress
+
+    start_worker()
+    failed = example_error.send_with_options(args=("cli test",), max_retries=0)
+    wait_status(failed.message_id, "FINISHED")
+    rows = json.loads(jobctl("runs", "--resolution", "ERROR", "--json").stdout)
+    assert [r["message_id"] for r in rows] == [failed.message_id]
+    table = jobctl("runs", "--actor", "EXAMPLE_ERROR").stdout
+    assert "EXAMPLE_ERROR" in table.splitlines()[1] and "ERROR" in table
+    detail = jobctl("run", failed.message_id).stdout
+    assert "attempt 1 (final)" in detail and "raise ExampleError" in detail
+
+    out = jobctl("retry", str(run_row(failed.message_id)["id"])).stdout
+    new_id = out.split()[-1]
+    new = wait_status(new_id, "FINISHED")
+    assert new["retry_of"] == run_row(failed.message_id)["id"]
+    refused = jobctl("retry", new_id, check=False)  # an ERROR again, but COMPLETED ones are refused
+    assert refused.returncode == 0 or "only finished" in refused.stderr
+
+    running = example_progress.send(50, 0.1)
+    wait_status(running.message_id, "STARTED")
+    assert "revoking" in jobctl("revoke", running.message_id).stdout
+    assert wait_status(running.message_id, "FINISHED")["resolution"] == "REVOKED"
+
+
+def test_queues_and_dead_letters_requeue(broker, start_worker):
+    from actors.examples import example_error
+
+    start_worker()
+    failed = example_error.send_with_options(args=("to the DLQ",), max_retries=0)
+    wait_status(failed.message_id, "FINISHED")
+    wait_for(lambda: broker.client.zcard(f"{broker.namespace}:default.XQ") == 1, 10, what="dead letter")
+    queues = {q["queue"]: q for q in json.loads(jobctl("queues", "--json").stdout)}
+    assert queues["default"]["dead"] == 1
+    dead = json.loads(jobctl("dead-letters", "default", "--json").stdout)
+    assert [d["message_id"] for d in dead] == [failed.message_id]
+    out = jobctl("dead-letters", "default", "--requeue", "all").stdout
+    assert "as new message" in out
+    wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE retry_of IS NOT NULL AND status = 'FINISHED'") == 1,
+             20, what="the requeued dead letter to run as a linked run")
+    assert broker.client.zcard(f"{broker.namespace}:default.XQ") == 1  # it failed again: a new dead letter
+
+
+def test_prune_deletes_old_finished_runs_in_batches(broker):
+    from sqlalchemy import text
+
+    from jobcore.db import control_engine
+    from jobcore.retention import prune
+
+    with control_engine().begin() as conn:
+        conn.execute(text(
+            "INSERT INTO job_runs (message_id, actor_name, queue_name, status, resolution, attempts, finished_at) "
+            "SELECT md5(g::text), 'EXAMPLE', 'default', 'FINISHED', 'COMPLETED', 1, "
+            "now() - make_interval(days => CASE WHEN g <= 1200 THEN 40 ELSE 5 END) FROM generate_series(1, 1500) g"))
+        conn.execute(text("INSERT INTO job_runs (message_id, actor_name, queue_name, status, attempts, enqueued_at) "
+                          "VALUES ('old-but-open', 'EXAMPLE', 'default', 'PENDING', 0, now() - interval '90 days')"))
+    assert prune(30, batch_size=500) == 1200
+    assert count("SELECT count(*) FROM job_runs") == 301  # recent runs and open runs are kept
+    assert "pruned 0 finished runs" in jobctl("prune", "--older-than", "30").stdout
