@@ -113,7 +113,6 @@ class Settings:
     # --- observability -------------------------------------------------------------
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 9300
-    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -127,3 +127,32 @@ def test_a_stuck_fetch_is_detected_and_requeued(broker, start_worker, redis_clie
     assert time.monotonic() - t0 < 6  # two checks of 1 s grace, plus the job
     assert "stuck in this worker's ack set" in worker.log
     assert int(redis_client.hget(f"{ns}:platform:stats", "stuck_fetch_requeued")) == 1
+
+
+def test_sigstop_past_heartbeat_timeout_then_sigcont_gives_one_completion_and_one_effect(broker, start_worker):
+    import signal
+
+    from sqlalchemy import text
+
+    from jobcore.db import control_engine
+    from tests.support.effect_actors import DDL, effect_once
+
+    with control_engine().begin() as conn:
+        conn.execute(text(DDL))
+        conn.execute(text("TRUNCATE test_effects, test_executions"))
+    stopped = start_worker("tests.support.effect_actors")
+    msg = effect_once.send(4.0)
+    wait_status(msg.message_id, "STARTED")
+    os.killpg(stopped.proc.pid, signal.SIGSTOP)  # frozen: no heartbeats, job paused mid-way
+    try:
+        start_worker("tests.support.effect_actors")  # sweeps the frozen worker's message after 3 s
+        first = wait_status(msg.message_id, "FINISHED", timeout=30)
+        assert first["attempts"] == 2
+    finally:
+        os.killpg(stopped.proc.pid, signal.SIGCONT)
+    time.sleep(6)  # the resumed worker finishes its copy of the job too
+    row = run_row(msg.message_id)
+    assert (row["resolution"], row["finished_at"], row["attempts"]) == ("COMPLETED", first["finished_at"], 2)
+    assert count("SELECT count(*) FROM job_runs") == 1
+    assert count("SELECT count(*) FROM test_executions") == 2  # it did run twice (at-least-once) ...
+    assert count("SELECT count(*) FROM test_effects") == 1  # ... with one effect
