@@ -3,39 +3,20 @@
 
 from __future__ import annotations
 
-import logging
-import threading
+from collections.abc import Callable
 from typing import Any
 
-from dramatiq import Middleware
-
 from jobcore.reconcile import reconcile
+from middleware.background import BackgroundLoops
 
-log = logging.getLogger(__name__)
 
-
-class Reconciliation(Middleware):
+class Reconciliation(BackgroundLoops):
     """Background ledger–broker reconciliation in worker processes."""
 
     def __init__(self, *, interval_ms: int, grace_ms: int) -> None:
+        super().__init__()
         self.interval_s = interval_ms / 1000
         self.grace_s = grace_ms / 1000
-        self._stop = threading.Event()
 
-    @property
-    def actor_options(self) -> set[str]:
-        return set()
-
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        self._stop.clear()
-        threading.Thread(target=self._run, args=(broker,), name="reconciler", daemon=True).start()
-
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        self._stop.set()
-
-    def _run(self, broker: Any) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                reconcile(broker, grace_s=self.grace_s)
-            except Exception as exc:
-                log.warning("Reconciliation failed: %s", exc)
+    def loops(self, broker: Any, worker: Any) -> list[tuple[str, float, Callable[[], object]]]:
+        return [("reconciler", self.interval_s, lambda: reconcile(broker, grace_s=self.grace_s))]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from dramatiq import Middleware
 from dramatiq.middleware.threading import raise_thread_exception
 
 from jobcore.errors import JobRevoked
 from jobcore.revocation import forget, mark_revoked_locally, revoked_key
+from middleware.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,15 @@ log = logging.getLogger(__name__)
 RETENTION_S = 24 * 3600
 
 
-class Revocation(Middleware):
+class Revocation(BackgroundLoops):
     """Tracks running messages and interrupts the revoked ones."""
 
     def __init__(self, *, poll_ms: int = 500) -> None:
+        super().__init__()
         self.poll_s = poll_ms / 1000
         self._running: dict[str, tuple[int, bool]] = {}  # message_id -> (thread id, interruptible)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
 
     @property
     def actor_options(self) -> set[str]:
@@ -59,33 +60,22 @@ class Revocation(Middleware):
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self._done(message)
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, args=(broker,), name="revocation-watcher",
-                                        daemon=True)
-        self._thread.start()
+    def loops(self, broker: Any, worker: Any) -> list[tuple[str, float, Callable[[], object]]]:
+        return [("revocation-watcher", self.poll_s, lambda: self.check(broker))]
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        self._stop.set()
-
-    def _watch(self, broker: Any) -> None:
+    def check(self, broker: Any) -> None:
+        """Flag (and interrupt) the revoked messages running in this process."""
         key = revoked_key(broker.namespace)
-        last_prune = 0.0
-        while not self._stop.wait(self.poll_s):
-            try:
-                with self._lock:
-                    running = dict(self._running)
-                if running:
-                    ids = list(running)
-                    scores = broker.client.zmscore(key, ids)
-                    for message_id, score in zip(ids, scores, strict=True):
-                        if score is not None:
-                            self._revoke_running(message_id, *running[message_id])
-                if time.time() - last_prune > 60:
-                    broker.client.zremrangebyscore(key, 0, time.time() - RETENTION_S)
-                    last_prune = time.time()
-            except Exception:
-                log.warning("Revocation watcher failed; retrying", exc_info=True)
+        with self._lock:
+            running = dict(self._running)
+        if running:
+            ids = list(running)
+            for message_id, score in zip(ids, broker.client.zmscore(key, ids), strict=True):
+                if score is not None:
+                    self._revoke_running(message_id, *running[message_id])
+        if time.time() - self._last_prune > 60:
+            broker.client.zremrangebyscore(key, 0, time.time() - RETENTION_S)
+            self._last_prune = time.time()
 
     def _revoke_running(self, message_id: str, thread_id: int, interruptible: bool) -> None:
         mark_revoked_locally(message_id)

@@ -20,69 +20,47 @@ holds; ids unheld in two consecutive checks are requeued, logged and counted
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from typing import Any
 
-from dramatiq import Middleware
-
 from jobcore.reconcile import stats_key
+from middleware.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
 
 
-class WorkerHealth(Middleware):
-    """Heartbeat and sweeper threads of one worker process."""
+class WorkerHealth(BackgroundLoops):
+    """Heartbeat, orphan sweeper and stuck-fetch check of one worker process."""
 
     def __init__(self, *, heartbeat_interval_ms: int, sweep_interval_ms: int, stuck_fetch_grace_ms: int) -> None:
+        super().__init__()
         self.heartbeat_s = heartbeat_interval_ms / 1000
         self.sweep_s = sweep_interval_ms / 1000
         self.stuck_s = stuck_fetch_grace_ms / 1000
-        self._stop = threading.Event()
-
-    @property
-    def actor_options(self) -> set[str]:
-        return set()
+        self._suspects: dict[str, set[str]] = {}
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        self._stop.clear()
         broker.heartbeat()
-        for target, name in ((self._heartbeat, "heartbeat"), (self._sweep, "orphan-sweeper")):
-            threading.Thread(target=target, args=(broker,), name=name, daemon=True).start()
-        threading.Thread(target=self._stuck_fetch, args=(broker, worker), name="stuck-fetch-check",
-                         daemon=True).start()
+        super().after_worker_boot(broker, worker)
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        self._stop.set()
+    def loops(self, broker: Any, worker: Any) -> list[tuple[str, float, Callable[[], object]]]:
+        return [
+            ("heartbeat", self.heartbeat_s, broker.heartbeat),
+            ("orphan-sweeper", self.sweep_s, broker.sweep),
+            ("stuck-fetch-check", self.stuck_s, lambda: self.check_stuck_fetch(broker, worker)),
+        ]
 
-    def _heartbeat(self, broker: Any) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            try:
-                broker.heartbeat()
-            except Exception as exc:
-                log.warning("Heartbeat failed: %s", exc)
-
-    def _sweep(self, broker: Any) -> None:
-        while not self._stop.wait(self.sweep_s):
-            try:
-                broker.sweep()
-            except Exception as exc:
-                log.warning("Orphan sweep failed: %s", exc)
-
-    def _stuck_fetch(self, broker: Any, worker: Any) -> None:
-        suspects: dict[str, set[str]] = {}
-        while not self._stop.wait(self.stuck_s):
-            for queue_name, thread in list(getattr(worker, "consumers", {}).items()):
-                consumer = getattr(thread, "consumer", None)
-                if consumer is None or not hasattr(consumer, "unheld_ack_ids"):
-                    continue
-                try:
-                    unheld = consumer.unheld_ack_ids()
-                    stuck = unheld & suspects.get(queue_name, set())
-                    suspects[queue_name] = unheld - stuck
-                    if stuck:
-                        broker.do_requeue(queue_name, *sorted(stuck))
-                        broker.client.hincrby(stats_key(broker.namespace), "stuck_fetch_requeued", len(stuck))
-                        log.error("Requeued %d message(s) stuck in this worker's ack set for %s "
-                                  "(fetched in Redis, never received): %s", len(stuck), queue_name, sorted(stuck))
-                except Exception as exc:
-                    log.warning("Stuck-fetch check of %s failed: %s", queue_name, exc)
+    def check_stuck_fetch(self, broker: Any, worker: Any) -> None:
+        """Requeue ids unheld in this worker's ack sets in two consecutive checks."""
+        for queue_name, thread in list(getattr(worker, "consumers", {}).items()):
+            consumer = getattr(thread, "consumer", None)
+            if consumer is None or not hasattr(consumer, "unheld_ack_ids"):
+                continue
+            unheld = consumer.unheld_ack_ids()
+            stuck = unheld & self._suspects.get(queue_name, set())
+            self._suspects[queue_name] = unheld - stuck
+            if stuck:
+                broker.do_requeue(queue_name, *sorted(stuck))
+                broker.client.hincrby(stats_key(broker.namespace), "stuck_fetch_requeued", len(stuck))
+                log.error("Requeued %d message(s) stuck in this worker's ack set for %s "
+                          "(fetched in Redis, never received): %s", len(stuck), queue_name, sorted(stuck))
