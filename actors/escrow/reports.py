@@ -48,17 +48,20 @@ class Claim:
     attempts: int
 
 
-def claim_next(session: Session, *, lease: dt.timedelta = DEFAULT_LEASE) -> Claim | None:
-    """Claim the oldest pending request, or one whose lease expired; commit; return it."""
+def claim_next(session: Session, *, lease: dt.timedelta = DEFAULT_LEASE, skip: list[int] | None = None
+               ) -> Claim | None:
+    """Claim the oldest pending request, or one whose lease expired, other than the ids in
+    ``skip``; commit; return it."""
     token = uuid.uuid4().hex
     row = session.execute(text(
         "UPDATE report_requests SET status = :inprog, claim_token = :token, claimed_at = now(), "
         "lease_until = now() + :lease, attempts = attempts + 1 "
         "WHERE id = (SELECT id FROM report_requests "
-        "            WHERE status = :pending OR (status = :inprog AND lease_until < now()) "
+        "            WHERE (status = :pending OR (status = :inprog AND lease_until < now())) AND id <> ALL(:skip) "
         "            ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1) "
         "RETURNING id, user_id, case_id, report_type, attempts"),
-        {"inprog": REPORT_IN_PROGRESS, "pending": REPORT_PENDING, "token": token, "lease": lease}).first()
+        {"inprog": REPORT_IN_PROGRESS, "pending": REPORT_PENDING, "token": token, "lease": lease,
+         "skip": skip or [0]}).first()
     session.commit()
     if row is None:
         return None
@@ -128,7 +131,8 @@ def process_reports(session: Session, mailer: Mailer, *, max_reports: int = 20,
     on its row and, after the run, raised as :class:`ReportsFailed` (so the ledger shows it)."""
     run = ReportRun()
     for _ in range(max_reports):
-        claim = claim_next(session, lease=lease)
+        # A request that failed in this run waits for the next run, not the next loop.
+        claim = claim_next(session, lease=lease, skip=run.failed)
         if claim is None:
             break
         try:
