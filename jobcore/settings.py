@@ -89,8 +89,11 @@ class Settings:
     tenant_pool_size: int = 2
     # Whole-deployment budget of tenant connections that the settings above must fit in.
     tenant_connection_budget: int = 64
+    # "lru": pooled engines, at most TENANT_ENGINE_CACHE_SIZE per process (evicted ones are
+    # disposed). "nullpool": no pooling in the process, for a PgBouncer in front of the
+    # tenant databases (it does the pooling across all processes).
+    tenant_pool_mode: str = "lru"
     # --- scheduling ----------------------------------------------------------------
-    schedule_timezone: str = "America/New_York"
     email_sync_interval_min: int = 15
     # --- outbound e-mail (SMTP) --------------------------------------------------------
     smtp_host: str = "127.0.0.1"

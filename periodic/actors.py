@@ -1,1 +1,67 @@
-"""Placeholder owned by the scheduling work (issue 3): the periodic dispatcher actors."""
+"""The periodic dispatcher actors, one per schedule (declared from the schedule data).
+
+The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
+target actor out over the tenants of its product. Fan-out message ids are derived from
+(tick, tenant), and tenants already dispatched for the tick are skipped, so a retried
+or redelivered dispatcher never sends a tenant's run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from jobcore.context import current_context
+from jobcore.errors import UnknownActor
+from periodic.schedules import Schedule, all_schedules
+
+log = logging.getLogger(__name__)
+
+TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
+
+
+def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
+    """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
+    import actors
+    from jobcore.bulk import enqueue_many
+    from periodic.ticks import record_runs, tick_message_ids
+    from tenancy.registry import list_tenants
+
+    try:
+        target = actors.broker.get_actor(schedule.target)
+    except Exception:
+        raise UnknownActor(f"schedule {schedule.name}: target actor {schedule.target!r} is not declared") from None
+    done = tick_message_ids(tick_id) if tick_id is not None else set()
+    base = current_context()
+    messages = []
+    for tenant in list_tenants(product=schedule.product):
+        message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{tenant.id}")) if tick_id else str(uuid.uuid4())
+        if message_id in done:
+            continue
+        ctx = base.with_tenant(tenant.id).to_dict()
+        ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
+        message = target.message_with_options(job_context=ctx)
+        messages.append(message.copy(message_id=message_id))
+    sent = enqueue_many(actors.broker, messages)
+    if tick_id is not None:
+        record_runs(tick_id, [m.message_id for m in sent], "tenant")
+    return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": len(done)}
+
+
+def _declare(schedule: Schedule) -> None:
+    def run() -> dict[str, Any]:
+        message = CurrentMessage.get_current_message()
+        tick_id = message.options.get("schedule_tick_id") if message is not None else None
+        return dispatch(schedule, tick_id)
+
+    run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
+    options: dict[str, Any] = {"periodic": schedule.cadence}
+    dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", **options)(run)
+
+
+for _schedule in all_schedules():
+    _declare(_schedule)

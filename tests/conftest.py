@@ -24,6 +24,9 @@ from typing import Any
 
 import pytest
 
+# Fixture modules of each area, registered here so test modules need not import them.
+pytest_plugins = ["tests.support.tenancy_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PG = os.environ.get("TEST_PG_URL", "postgresql://root@127.0.0.1:5432")
 BASE_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -44,6 +47,8 @@ TEST_ENV = {
     "REVOKE_POLL_MS": "200",
     "POSTHOG_API_KEY": "",
     "DEV_ENV": "1",
+    # Test schedules (seconds-scale cadences) are declared next to the production ones.
+    "EXTRA_SCHEDULES_MODULE": "tests.support.periodic_schedules",
 }
 os.environ.update(TEST_ENV)
 
@@ -142,7 +147,11 @@ def clean_state(control_db: str, redis_client: Any) -> Iterator[None]:
     def wipe() -> None:
         flush_namespace(redis_client, NAMESPACE)
         with control_engine().begin() as conn:
-            conn.exec_driver_sql("TRUNCATE job_runs, job_errors, rejected_messages RESTART IDENTITY CASCADE")
+            conn.exec_driver_sql("TRUNCATE job_runs, job_errors, rejected_messages, schedule_ticks, "
+                                 "schedule_tick_runs, tenants RESTART IDENTITY CASCADE")
+        from tenancy import registry
+
+        registry._cache.clear()
 
     wipe()
     yield
@@ -233,3 +242,27 @@ def start_worker(clean_state: None, tmp_path: Path) -> Iterator[Callable[..., Wo
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture()
+def start_scheduler(clean_state: None, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: start ``python -m periodic run`` (the scheduler) as a subprocess."""
+    started: list[WorkerProcess] = []
+
+    def start(*, only: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        log_path = tmp_path / f"scheduler-{len(started)}.log"
+        full_env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), "SCHEDULES_ENABLED": "1",
+                    "SCHEDULES_ONLY": only, **(env or {})}
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "periodic", "run"], cwd=ROOT, env=full_env,
+                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        scheduler = WorkerProcess(proc, log_path, full_env)
+        started.append(scheduler)
+        wait_for(lambda: "Scheduler " in scheduler.log or not scheduler.alive(), 60, what="scheduler start")
+        if not scheduler.alive():
+            raise AssertionError(f"scheduler exited at start:\n{scheduler.log}")
+        return scheduler
+
+    yield start
+    for scheduler in started:
+        scheduler.kill()

@@ -7,6 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import periodic.models  # noqa: F401 - registers the tick tables on Base.metadata
+import tenancy.models  # noqa: F401 - registers the tenants table on Base.metadata
 from jobcore.db import normalise_url
 from jobcore.models import Base
 from jobcore.settings import get_settings

@@ -1,0 +1,137 @@
+"""The scheduler process: periodiq's scheduler loop with exactly-once, catch-up ticks.
+
+Run it with ``python -m periodic`` (the documented equivalent of ``periodiq actors``:
+it imports ``actors``, hands the periodic actors to a subclass of periodiq's
+``Scheduler`` and runs periodiq's loop). On every wake it:
+
+1. **catches up**: for each schedule, fire times since its last recorded tick (or since
+   this scheduler started) that are due: within the schedule's grace window they are
+   sent now, once; older ones are recorded as MISSED (the dead-man's-switch alert fires);
+2. sends the actors periodiq finds due, through the same claim;
+3. heartbeats in Redis (``<ns>:platform:schedulers``) for the "scheduler down" alert.
+
+Each send first claims ``(schedule, tick)`` with a unique key in ``schedule_ticks``:
+two schedulers running at once enqueue every tick exactly once.
+Production schedules do not fire when ``DEV_ENV=1`` unless ``SCHEDULES_ENABLED=1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from periodiq import Scheduler
+
+from periodic.schedules import Schedule, all_schedules
+from periodic.ticks import claim_tick, last_tick_at, mark_enqueued, mark_failed, record_missed
+
+log = logging.getLogger("periodic.scheduler")
+
+MAX_MISSED_RECORDED = 1000
+
+
+def schedulers_key(namespace: str) -> str:
+    return f"{namespace}:platform:schedulers"
+
+
+class TickScheduler(Scheduler):
+    """periodiq's Scheduler, sending each tick through a claim (see module docstring)."""
+
+    def __init__(self, actors: list[Any], *, clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(actors=actors)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.scheduler_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # SCHEDULES_ONLY=name,name runs a subset on this scheduler (tests, staged roll-outs).
+        only = {n.strip() for n in os.environ.get("SCHEDULES_ONLY", "").split(",") if n.strip()}
+        by_dispatcher = {s.dispatcher: s for s in all_schedules() if not only or s.name in only}
+        self.schedules: dict[str, tuple[Schedule, Any]] = {
+            a.actor_name: (by_dispatcher[a.actor_name], a) for a in actors if a.actor_name in by_dispatcher}
+        self.started_at = self.clock()
+
+    # periodiq calls this with the actors whose cadence validates ``now``.
+    def send_actors(self, actors: list[Any], now: Any) -> None:
+        tick_at = datetime.fromtimestamp(now.timestamp(), UTC).replace(microsecond=0)
+        for actor in actors:
+            entry = self.schedules.get(actor.actor_name)
+            if entry is not None:
+                self.fire(entry[0], entry[1], tick_at, catch_up=False)
+
+    def schedule(self) -> None:
+        try:
+            self.catch_up()
+        except Exception:
+            log.exception("Catch-up failed; continuing with the regular schedule")
+        return super().schedule()
+
+    def catch_up(self) -> None:
+        """Send due ticks that no scheduler sent (within grace); record older ones MISSED."""
+        now = self.clock()
+        for schedule, actor in self.schedules.values():
+            last = last_tick_at(schedule.name)
+            since = max(last, self.started_at) if last is not None and last > self.started_at else (
+                last or self.started_at)
+            due = schedule.cadence.fire_times_between(since, now, limit=100_000)
+            if not due:
+                continue
+            late = [t for t in due if now - t > schedule.grace]
+            recent = [t for t in due if now - t <= schedule.grace]
+            if late:
+                recorded = record_missed(schedule.name, late[-MAX_MISSED_RECORDED:], self.scheduler_id)
+                log.error("Schedule %s: %d tick(s) missed beyond the %s grace (last %s)", schedule.name,
+                          len(late), schedule.grace, late[-1].isoformat())
+                if recorded < len(late):
+                    log.error("Schedule %s: only the last %d missed ticks were recorded", schedule.name, recorded)
+            for tick_at in recent:
+                self.fire(schedule, actor, tick_at, catch_up=tick_at < now.replace(microsecond=0))
+
+    def fire(self, schedule: Schedule, actor: Any, tick_at: datetime, *, catch_up: bool) -> None:
+        """Claim the tick; if this scheduler got it, send the dispatcher."""
+        tick_id = claim_tick(schedule.name, tick_at, self.scheduler_id, catch_up=catch_up)
+        if tick_id is None:
+            log.debug("Tick %s of %s already claimed", tick_at.isoformat(), schedule.name)
+            return
+        try:
+            message = actor.send_with_options(scheduled_at=tick_at.isoformat(), schedule_tick_id=tick_id,
+                                              schedule_name=schedule.name)
+            mark_enqueued(tick_id, message.message_id)
+            log.info("%s %s tick %s (tick id %d)", "Caught up" if catch_up else "Sent", schedule.name,
+                     tick_at.isoformat(), tick_id)
+        except Exception as exc:  # one schedule's failure never stops the others
+            log.exception("Could not send tick %s of %s", tick_at.isoformat(), schedule.name)
+            mark_failed(tick_id, f"{type(exc).__name__}: {exc}")
+
+
+def heartbeat_forever(broker: Any, scheduler_id: str, interval_s: float = 5.0) -> None:
+    key = schedulers_key(broker.namespace)
+    while True:
+        try:
+            broker.client.zadd(key, {scheduler_id: time.time() * 1000})
+        except Exception as exc:
+            log.warning("Scheduler heartbeat failed: %s", exc)
+        time.sleep(interval_s)
+
+
+def run() -> int:
+    """Entry point of ``python -m periodic run``."""
+    import actors
+    from jobcore.settings import get_settings
+
+    settings = get_settings()
+    actors.broker.ping()
+    if not settings.schedules_active:
+        log.warning("Schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set); idling")
+        threading.Event().wait()
+    scheduler = TickScheduler([a for a in actors.broker.actors.values() if "periodic" in a.options])
+    scheduler.actors = [entry[1] for entry in scheduler.schedules.values()]
+    threading.Thread(target=heartbeat_forever, args=(actors.broker, scheduler.scheduler_id), daemon=True,
+                     name="scheduler-heartbeat").start()
+    log.info("Scheduler %s started with %d schedules", scheduler.scheduler_id, len(scheduler.schedules))
+    scheduler.schedule()
+    scheduler.loop()
+    return 0

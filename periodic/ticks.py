@@ -1,0 +1,65 @@
+"""Claiming and recording ticks in ``schedule_ticks`` (see :mod:`periodic.models`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import text
+
+from jobcore.db import control_engine
+
+
+def claim_tick(schedule_name: str, tick_at: datetime, scheduler_id: str, *, catch_up: bool = False) -> int | None:
+    """Claim a tick for sending; None if another scheduler (or an earlier pass) has it.
+    The unique (schedule_name, tick_at) key makes the claim atomic across processes."""
+    with control_engine().begin() as conn:
+        return conn.execute(text(
+            "INSERT INTO schedule_ticks (schedule_name, tick_at, status, scheduler_id, catch_up) "
+            "VALUES (:s, :t, 'CLAIMED', :w, :c) ON CONFLICT (schedule_name, tick_at) DO NOTHING RETURNING id"),
+            {"s": schedule_name, "t": tick_at, "w": scheduler_id, "c": catch_up}).scalar()
+
+
+def mark_enqueued(tick_id: int, message_id: str) -> None:
+    with control_engine().begin() as conn:
+        conn.execute(text("UPDATE schedule_ticks SET status = 'ENQUEUED', enqueued_at = now() WHERE id = :i"),
+                     {"i": tick_id})
+        conn.execute(text("INSERT INTO schedule_tick_runs (tick_id, message_id, role) VALUES (:i, :m, 'dispatcher') "
+                          "ON CONFLICT DO NOTHING"), {"i": tick_id, "m": message_id})
+
+
+def mark_failed(tick_id: int, error: str) -> None:
+    with control_engine().begin() as conn:
+        conn.execute(text("UPDATE schedule_ticks SET status = 'FAILED', error = :e WHERE id = :i"),
+                     {"i": tick_id, "e": error[:2000]})
+
+
+def record_missed(schedule_name: str, tick_ats: Iterable[datetime], scheduler_id: str) -> int:
+    """Record ticks that were due while no scheduler ran, beyond their grace window."""
+    rows = [{"s": schedule_name, "t": t, "w": scheduler_id} for t in tick_ats]
+    if not rows:
+        return 0
+    with control_engine().begin() as conn:
+        conn.execute(text("INSERT INTO schedule_ticks (schedule_name, tick_at, status, scheduler_id) "
+                          "VALUES (:s, :t, 'MISSED', :w) ON CONFLICT (schedule_name, tick_at) DO NOTHING"), rows)
+    return len(rows)
+
+
+def last_tick_at(schedule_name: str) -> datetime | None:
+    with control_engine().connect() as conn:
+        return conn.execute(text("SELECT max(tick_at) FROM schedule_ticks WHERE schedule_name = :s"),
+                            {"s": schedule_name}).scalar()
+
+
+def tick_message_ids(tick_id: int) -> set[str]:
+    with control_engine().connect() as conn:
+        return {r for (r,) in conn.execute(text("SELECT message_id FROM schedule_tick_runs WHERE tick_id = :i"),
+                                           {"i": tick_id})}
+
+
+def record_runs(tick_id: int, message_ids: Iterable[str], role: str) -> None:
+    rows = [{"i": tick_id, "m": m, "r": role} for m in message_ids]
+    if rows:
+        with control_engine().begin() as conn:
+            conn.execute(text("INSERT INTO schedule_tick_runs (tick_id, message_id, role) VALUES (:i, :m, :r) "
+                              "ON CONFLICT DO NOTHING"), rows)

@@ -1,0 +1,60 @@
+"""Tenant commands: ``python -m tenancy create|migrate|list`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from jobcore.errors import PlatformError
+from jobcore.settings import mask_url
+from tenancy.registry import create_tenant, list_tenants, migrate_tenant_database
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tenancy", description="Manage tenants.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("create", help="register a tenant, create and migrate its database")
+    p.add_argument("slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--product", required=True, choices=("escrow", "casemgmt"))
+    p.add_argument("--database-url", help="default: tenant_<slug> on the control database's server")
+    p = sub.add_parser("migrate", help="upgrade every tenant database to the latest schema")
+    p.add_argument("--include-inactive", action="store_true")
+    p = sub.add_parser("list", help="list tenants")
+    p.add_argument("--product", choices=("escrow", "casemgmt"))
+    p.add_argument("--all", action="store_true", help="include inactive tenants")
+    p.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "create":
+            t = create_tenant(args.slug, args.name, args.product, args.database_url)
+            print(f"created tenant {t.id} {t.slug} ({t.product}) on {mask_url(t.database_url)}")
+        elif args.command == "migrate":
+            failed = 0
+            for t in list_tenants(active_only=not args.include_inactive):
+                try:
+                    migrate_tenant_database(t.database_url)
+                    print(f"migrated {t.id} {t.slug}")
+                except Exception as exc:  # one tenant's failure never stops the others
+                    failed += 1
+                    print(f"FAILED {t.id} {t.slug}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1 if failed else 0
+        else:
+            tenants = list_tenants(product=args.product, active_only=not args.all)
+            rows = [{"id": t.id, "slug": t.slug, "name": t.name, "product": t.product, "active": t.active,
+                     "database": mask_url(t.database_url)} for t in tenants]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                from jobcore.cli import emit
+
+                emit(rows, ("id", "slug", "name", "product", "active", "database"), False)
+        return 0
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Seconds-scale schedules for the scheduler process tests (EXTRA_SCHEDULES_MODULE)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from periodic.cadence import EverySeconds
+from periodic.schedules import Schedule
+
+SCHEDULES = [
+    Schedule("test_every_2s", "periodic_test_every_2s", "TENANT_PROBE", EverySeconds(2), "escrow", "LOW",
+             timedelta(seconds=60), timedelta(seconds=30)),
+    Schedule("test_every_5s", "periodic_test_every_5s", "TENANT_PROBE", EverySeconds(5), "escrow", "LOW",
+             timedelta(seconds=60), timedelta(seconds=30)),
+    Schedule("test_every_5s_short_grace", "periodic_test_every_5s_short_grace", "TENANT_PROBE", EverySeconds(5),
+             "escrow", "HIGH", timedelta(seconds=1), timedelta(seconds=30)),
+]
