@@ -20,7 +20,7 @@ from actors.escrow.offsite import mark_users_offsite
 from actors.escrow.reminders import send_balance_reminders, send_close_reminders
 from actors.escrow.reports import process_reports
 from actors.escrow.tenant import current_tenant_id, tenant_session
-from jobcore.settings import get_settings
+from periodic.schedules import ET
 
 QUEUE = "escrow"
 #: Money moves on its own queue, so a backlog of reports never delays a payment batch.
@@ -28,8 +28,8 @@ PAYMENTS_QUEUE = "escrow_payments"
 
 
 def _today() -> dt.date:
-    """Today in the schedule's time zone (the seed's dates are Eastern)."""
-    return dt.datetime.now(ZoneInfo(get_settings().schedule_timezone)).date()
+    """Today in the schedules' time zone (the seed's dates are Eastern)."""
+    return dt.datetime.now(ZoneInfo(ET)).date()
 
 
 @dramatiq.actor(actor_name="job_dr_approval", queue_name=QUEUE)
