@@ -1,6 +1,10 @@
 """AWS status check against a moto S3 server (server mode, loopback) through boto3, a local
 HTTP server for CloudFront and the dashboard API."""
 
+# The fixtures are imported from tests/support (pytest finds them by name), so their use as
+# test parameters is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import dataclasses

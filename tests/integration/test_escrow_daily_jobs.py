@@ -1,6 +1,10 @@
 """Escrow daily/periodic jobs on a migrated tenant database with a real SMTP server:
 DR auto-approval, case close reminders, balance check, balance reminders, off-site tracking."""
 
+# The fixtures are imported from tests/support (pytest finds them by name), so their use as
+# test parameters is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import datetime as dt
@@ -124,7 +128,8 @@ def test_dr_approval_never_approves_a_request_changed_meanwhile(tenant, smtp_ser
     r = result["r"]
     assert target in r.skipped and target not in r.approved  # type: ignore[attr-defined]
     assert tenant.scalar("SELECT status FROM disbursement_requests WHERE id = :i", i=target) == "PENDING"
-    assert tenant.scalar("SELECT count(*) FROM notifications WHERE dedupe_key LIKE :k", k=f"dr_approved:{target}:%") == 0
+    assert tenant.scalar("SELECT count(*) FROM notifications WHERE dedupe_key LIKE :k",
+                         k=f"dr_approved:{target}:%") == 0
 
 
 # -- case close reminders -----------------------------------------------------------------------
@@ -222,7 +227,8 @@ def test_offsite_tracking_marks_users_offsite_and_clears_viewing_tables(tenant):
         r = mark_users_offsite(s)
     assert (r.users_marked, r.viewing_dr_cleared, r.viewing_payment_cleared) == (len(seeded.users), 2, 2)
     assert tenant.scalar("SELECT count(*) FROM users WHERE on_site") == 0
-    assert tenant.scalar("SELECT count(*) FROM viewing_dr") == tenant.scalar("SELECT count(*) FROM viewing_payment") == 0
+    assert tenant.scalar("SELECT count(*) FROM viewing_dr") == 0
+    assert tenant.scalar("SELECT count(*) FROM viewing_payment") == 0
 
 
 def test_offsite_tracking_twice_and_concurrently_has_one_effect(tenant):

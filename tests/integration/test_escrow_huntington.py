@@ -1,6 +1,10 @@
 """Huntington batches and auto-heal against the bank simulator process, on a migrated
 tenant database (domain level; the worker-level money tests are in test_escrow_money.py)."""
 
+# The fixtures are imported from tests/support (pytest finds them by name), so their use as
+# test parameters is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import datetime as dt

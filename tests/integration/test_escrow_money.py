@@ -1,6 +1,10 @@
 """Money tests: PROCESS_HUNTINGTON_BATCH and auto-heal in a real ``dramatiq actors`` worker
 with the platform's ledger middleware, against the bank simulator process."""
 
+# The fixtures are imported from tests/support (pytest finds them by name), so their use as
+# test parameters is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,9 @@
 """Report queue (status 1 -> 2 -> 3) on a migrated tenant database with a real SMTP server."""
 
+# The fixtures are imported from tests/support (pytest finds them by name), so their use as
+# test parameters is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import csv
