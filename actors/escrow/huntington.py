@@ -67,10 +67,11 @@ def idempotency_key(batch_id: int, item_id: int) -> str:
 
 
 @contextmanager
-def batch_lock(session: Session, batch_id: int, *, wait: float = 10.0) -> Iterator[bool]:
-    """Hold the batch's advisory lock on a dedicated connection; yield False if another
-    live run holds it after ``wait`` seconds (a crashed holder's lock is freed by
-    PostgreSQL once its connection is gone, which the wait covers)."""
+def batch_lock(session: Session, batch_id: int, *, wait: float = 10.0) -> Iterator[Session | None]:
+    """Take the batch's advisory lock and yield a Session on the very connection that
+    holds it (one connection per run: tenant pools are small), or None if another live
+    run holds the lock after ``wait`` seconds. A crashed holder's lock is freed by
+    PostgreSQL once its connection is gone, which the wait covers."""
     conn: Connection = session.get_bind().connect()  # type: ignore[union-attr]
     got = False
     try:
@@ -82,10 +83,16 @@ def batch_lock(session: Session, batch_id: int, *, wait: float = 10.0) -> Iterat
             if got or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
-        yield got
+        if not got:
+            yield None
+        else:
+            # Bound to the connection: each commit ends a transaction on it; the lock stays.
+            with Session(bind=conn, expire_on_commit=False) as work:
+                yield work
     finally:
         try:
             if got:
+                conn.rollback()
                 conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": batch_id})
                 conn.commit()
         finally:
@@ -134,32 +141,32 @@ def process_batch(session: Session, batch_id: int, bank: BankGatewayClient, *,
                   actor: str = "PROCESS_HUNTINGTON_BATCH", lock_wait: float = 10.0) -> BatchOutcome:
     """Send every unsent item of the batch to the bank, once. Raises
     :class:`BatchIncomplete` when items end failed or unknown (each recorded on its row)."""
-    with batch_lock(session, batch_id, wait=lock_wait) as locked:
-        if not locked:
+    with batch_lock(session, batch_id, wait=lock_wait) as work:
+        if work is None:
             log.warning("batch %s is being processed by another run; this run does nothing", batch_id)
             return BatchOutcome(batch_id, "BUSY", busy=True)
-        batch = session.execute(text("SELECT status FROM huntington_batches WHERE id = :b"), {"b": batch_id}).first()
+        batch = work.execute(text("SELECT status FROM huntington_batches WHERE id = :b"), {"b": batch_id}).first()
         if batch is None:
             raise BatchNotFound(f"Huntington batch {batch_id} does not exist")
-        session.execute(text("UPDATE huntington_batches SET status = 'PROCESSING', started_at = "
-                             "coalesce(started_at, now()) WHERE id = :b AND status <> 'COMPLETED'"), {"b": batch_id})
-        session.commit()
+        work.execute(text("UPDATE huntington_batches SET status = 'PROCESSING', started_at = "
+                          "coalesce(started_at, now()) WHERE id = :b AND status <> 'COMPLETED'"), {"b": batch_id})
+        work.commit()
         outcome = BatchOutcome(batch_id, batch.status)
-        items = session.execute(text(
+        items = work.execute(text(
             "SELECT id, status, kind, amount, beneficiary, account_token, idempotency_key "
             "FROM huntington_batch_items WHERE batch_id = :b AND status IN ('PENDING', 'SUBMITTING') ORDER BY id"),
             {"b": batch_id}).all()
-        session.commit()
+        work.commit()
         for item in items:
-            result = _send_item(session, batch_id, item, bank, actor)
+            result = _send_item(work, batch_id, item, bank, actor)
             if result == "COMPLETED":
                 outcome.completed.append(item.id)
             elif result == "FAILED":
                 outcome.failed.append(item.id)
             elif result == "UNKNOWN":
                 outcome.unknown.append(item.id)
-        outcome.status = _settle_batch(session, batch_id)
-        session.commit()
+        outcome.status = _settle_batch(work, batch_id)
+        work.commit()
     log.info("batch %s: %s (%d completed, %d failed, %d unknown in this run)", batch_id, outcome.status,
              len(outcome.completed), len(outcome.failed), len(outcome.unknown))
     if outcome.status != "COMPLETED":

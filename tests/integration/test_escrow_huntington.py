@@ -197,7 +197,7 @@ def test_heal_leaves_alone_a_batch_that_a_live_run_is_processing(tenant, bank):
     tenant.execute("UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = 'kx', "
                    "updated_at = now() - interval '5 minutes'")
     with tenant.session() as holder, batch_lock(holder, batch_id) as locked:
-        assert locked
+        assert locked is not None
         with tenant.session() as s:
             assert heal_batches(s, _client(bank), grace_seconds=60).not_sent == []
     with tenant.session() as s:
