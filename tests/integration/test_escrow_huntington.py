@@ -110,6 +110,9 @@ def test_lost_response_leaves_the_item_unknown_and_auto_heal_completes_it(tenant
     with tenant.session() as s:
         healed = heal_batches(s, _client(bank), grace_seconds=0)
     assert healed.completed == [ids[1]] and healed.not_sent == []
+    with tenant.session() as s:  # a second heal (duplicate message) finds nothing to do
+        again = heal_batches(s, _client(bank), grace_seconds=0)
+    assert again.completed == again.not_sent == again.undecided == []
     stats = bank.stats()
     key = idempotency_key(batch_id, ids[1])
     assert stats["submits"][key] == 1 and len(stats["transfers"]) == 3

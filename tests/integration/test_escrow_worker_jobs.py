@@ -76,3 +76,24 @@ def test_all_tenant_jobs_run_in_a_worker_through_the_fan_out_and_a_second_round_
     assert tenant.scalar("SELECT count(*) FROM notifications") == 7
     assert tenant.scalar("SELECT count(*) FROM balance_alerts") == 1
     assert tenant.scalar("SELECT version FROM disbursement_requests WHERE id = :i", i=dr.id) == 2
+
+
+def test_a_failed_report_is_recorded_on_the_request_and_as_an_error_run(escrow_tenant, tenant, smtp_server,
+                                                                        start_worker):
+    from actors.escrow.jobs import job_report_generation
+    from tests.support.escrow_worker import send_for_tenant
+    from tests.support.ledger import error_rows
+
+    with tenant.session() as s:
+        seeded = seed_people_and_cases(s, dt.date(2026, 11, 23))
+    tenant.execute("INSERT INTO report_requests (user_id, report_type) VALUES (:u, 'no_such_report')",
+                   u=seeded.users["cm_a"].id)
+    start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port)})
+    msg = send_for_tenant(job_report_generation, escrow_tenant.id, max_retries=0)
+    row = wait_status(msg.message_id, "FINISHED", timeout=30)
+    assert row["resolution"] == "ERROR"
+    (err,) = error_rows(msg.message_id)
+    assert "ReportsFailed" in str(err) and "[1]" in str(err)
+    status, error = tenant.rows("SELECT status, last_error FROM report_requests")[0]
+    assert status == 1 and "unknown report type 'no_such_report'" in error
+    assert smtp_server.received() == []
