@@ -191,6 +191,14 @@ class JobsCollector(Collector):
         workers = GaugeMetricFamily("jobs_workers_alive", "Worker processes with a heartbeat within the timeout")
         workers.add_metric([], float(s.workers_alive))
         yield workers
+        source = GaugeMetricFamily("jobs_workers_source", "1 if jobs_workers_alive comes from the worker registry "
+                                   "(platform:workers), 0 if from dramatiq's heartbeats (producers included)")
+        source.add_metric([], 1.0 if s.workers_from_registry else 0.0)
+        yield source
+        ids = GaugeMetricFamily("jobs_broker_heartbeats_alive", "Broker ids (workers and producers) heartbeating "
+                                "in dramatiq's __heartbeats__")
+        ids.add_metric([], float(s.broker_ids_alive))
+        yield ids
         schedulers = GaugeMetricFamily("jobs_schedulers_alive", "Scheduler processes with a recent heartbeat")
         schedulers.add_metric([], float(s.schedulers_alive))
         yield schedulers

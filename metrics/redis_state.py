@@ -3,9 +3,14 @@
 Key layout of dramatiq's RedisBroker (namespace ``ns``): ``ns:<queue>`` is the list of
 ready message ids, ``ns:<queue>.msgs`` the hash of every message of the queue that is
 not yet acked (ready or held by a worker), ``ns:<queue>.DQ(.msgs)`` the delay queue,
-``ns:<queue>.XQ`` the dead-letter sorted set; ``ns:__heartbeats__`` scores each worker
-process (broker id) by its last heartbeat in ms; the scheduler heartbeats into
-``ns:platform:schedulers`` the same way.
+``ns:<queue>.XQ`` the dead-letter sorted set; ``ns:__heartbeats__`` scores each broker id by its last heartbeat in ms; the scheduler
+heartbeats into ``ns:platform:schedulers`` the same way.
+
+Live workers: dramatiq's enqueue script heartbeats the *sending* process too, so
+``__heartbeats__`` also counts producers (the scheduler enqueues every minute and would keep
+"WorkersDown" from firing). Worker processes are therefore counted from
+``ns:platform:workers`` (written by worker processes only) when that key exists, and from
+``__heartbeats__`` otherwise (``jobs_workers_source`` tells which was used).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 class RedisSnapshot:
     depth: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, kind) -> n
     workers_alive: int = 0
+    workers_from_registry: bool = False
+    broker_ids_alive: int = 0
     newest_worker_heartbeat_age: float | None = None
     schedulers_alive: int = 0
     newest_scheduler_heartbeat_age: float | None = None
@@ -48,7 +55,11 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
         pipe.hlen(f"{namespace}:{q}.DQ.msgs")
         pipe.zcard(f"{namespace}:{q}.XQ")
     hb, sched = f"{namespace}:__heartbeats__", f"{namespace}:platform:schedulers"
+    registry = f"{namespace}:platform:workers"
+    pipe.exists(registry)
     pipe.zcount(hb, now_ms - worker_timeout_ms, "+inf")
+    pipe.zcount(registry, now_ms - worker_timeout_ms, "+inf")
+    pipe.zrange(registry, -1, -1, withscores=True)
     pipe.zrange(hb, -1, -1, withscores=True)
     pipe.zcount(sched, now_ms - scheduler_timeout_ms, "+inf")
     pipe.zrange(sched, -1, -1, withscores=True)
@@ -61,8 +72,12 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
         snap.depth[(q, "in_flight")] = max(0, held - ready)
         snap.depth[(q, "delayed")] = delayed
         snap.depth[(q, "dead")] = dead
-    workers, newest_worker, schedulers, newest_scheduler = results[4 * len(ordered):]
-    snap.workers_alive = int(workers)
+    (has_registry, broker_ids, registered, newest_registered, newest_broker, schedulers,
+     newest_scheduler) = results[4 * len(ordered):]
+    snap.broker_ids_alive = int(broker_ids)
+    snap.workers_from_registry = bool(has_registry)
+    snap.workers_alive = int(registered) if has_registry else int(broker_ids)
+    newest_worker = newest_registered if has_registry else newest_broker
     snap.schedulers_alive = int(schedulers)
     if newest_worker:
         snap.newest_worker_heartbeat_age = max(0.0, (now_ms - float(newest_worker[0][1])) / 1000)
