@@ -3,8 +3,8 @@
 Key layout of dramatiq's RedisBroker (namespace ``ns``): ``ns:<queue>`` is the list of
 ready message ids, ``ns:<queue>.msgs`` the hash of every message of the queue that is
 not yet acked (ready or held by a worker), ``ns:<queue>.DQ(.msgs)`` the delay queue,
-``ns:<queue>.XQ`` the dead-letter sorted set; ``ns:__heartbeats__`` scores each broker id by its last heartbeat in ms; the scheduler
-heartbeats into ``ns:platform:schedulers`` the same way.
+``ns:<queue>.XQ`` the dead-letter sorted set; ``ns:__heartbeats__`` scores each broker id
+by its last heartbeat in ms; the scheduler heartbeats into ``ns:platform:schedulers`` the same way.
 
 Live workers: dramatiq's enqueue script heartbeats the *sending* process too, so
 ``__heartbeats__`` also counts producers (the scheduler enqueues every minute and would keep

@@ -29,7 +29,8 @@ def _run(conn: Any, actor: str, queue: str, status: str, resolution: str | None 
 def _error(conn: Any, run_id: int, attempt: int, will_retry: bool, ago: float = 5) -> None:
     conn.execute(text(
         "INSERT INTO job_errors (job_run_id, attempt, exception_type, message, traceback, fingerprint, will_retry, "
-        "created_at) VALUES (:r, :a, 'ValueError', 'boom', 'Traceback...', 'f', :w, now() - make_interval(secs => :g))"),
+        "created_at) VALUES (:r, :a, 'ValueError', 'boom', 'Traceback...', 'f', :w, "
+        "now() - make_interval(secs => :g))"),
         {"r": run_id, "a": attempt, "w": will_retry, "g": ago})
 
 
