@@ -51,7 +51,7 @@ mail_uid = {uid}
 mail_gid = {gid}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = static
@@ -120,8 +120,10 @@ class ImapServer:
         user = user or f"u{uuid.uuid4().hex[:10]}"
         password = password or uuid.uuid4().hex
         self.users[user] = password
-        users = self.root / "users"
-        users.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self.users.items()))
+        # One passwd-file per user (path has %u): dovecot re-reads a file only when its
+        # mtime changes, which a second write within the same second would not do.
+        users = self.root / "users" / user
+        users.write_text(f"{user}:{{PLAIN}}{password}::::::\n")
         users.chmod(0o644)
         return user, password
 
@@ -213,8 +215,8 @@ def start_dovecot(root: Path) -> ImapServer:
         (root / sub).mkdir(parents=True, exist_ok=True)
     for sub in ("mail", "home"):
         os.chown(root / sub, uid, gid) if os.getuid() == 0 else None
-    (root / "users").write_text("")
-    (root / "users").chmod(0o644)
+    (root / "users").mkdir()
+    (root / "users").chmod(0o755)
     port = _free_port()
     conf = root / "dovecot.conf"
     conf.write_text(CONFIG.format(root=root, port=port, uid=uid, gid=gid, users=_service_users()))
