@@ -7,16 +7,12 @@ from sqlalchemy import text
 
 from actors.casemgmt.matching import match_emails
 from actors.casemgmt.sync import sync_mailbox
-from tests.support.casemgmt_fixtures import (  # noqa: F401 - fixtures
-    agency_db,
-    agency_template,
-    clone_agency_db,
-    connect_imap_mailbox,
-    seed_agency,
-)
-from tests.support.imap_server import imap_server, make_message  # noqa: F401 - fixture
+from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency
+from tests.support.imap_server import make_message
 
 pytestmark = pytest.mark.integration
+# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
+pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _matches(session) -> set[tuple]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -14,17 +14,13 @@ from actors.casemgmt.aggregations import run_overnight_aggregations
 from actors.casemgmt.cleanup import delete_expired, run_cleanup
 from actors.casemgmt.health import CHECKS, run_health_checks
 from actors.casemgmt.notifications import NotificationSendFailed, run_notifications
-from tests.support.casemgmt_fixtures import (  # noqa: F401 - fixtures
-    agency_db,
-    agency_template,
-    clone_agency_db,
-    seed_agency,
-    smtp_sink,
-)
+from tests.support.casemgmt_fixtures import seed_agency
 
 pytestmark = pytest.mark.integration
+# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
+pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
-NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 
 
 def _smtp(sink):
@@ -156,13 +152,13 @@ def test_overnight_aggregation_is_idempotent_per_agency_and_local_day(agency_db)
     other = seed_agency(session, cases=0, tz="UTC")
     yesterday = date(2026, 11, 21)
     # 2026-11-21 23:30 in New York is 2026-11-22 04:30 UTC: New York's yesterday, not UTC's.
-    late_ny = datetime(2026, 11, 22, 4, 30, tzinfo=timezone.utc)
+    late_ny = datetime(2026, 11, 22, 4, 30, tzinfo=UTC)
     session.execute(text("INSERT INTO cases (agency_id, reference, title, opened_at) VALUES "
                          "(:a, 'N1', 'n1', :late), (:a, 'N2', 'n2', :early), (:b, 'U1', 'u1', :late)"),
                     {"a": ny.agency_id, "b": other.agency_id, "late": late_ny,
-                     "early": datetime(2026, 11, 20, 12, tzinfo=timezone.utc)})
+                     "early": datetime(2026, 11, 20, 12, tzinfo=UTC)})
     session.execute(text("UPDATE cases SET status = 'closed', closed_at = :t WHERE reference = 'N2'"),
-                    {"t": datetime(2026, 11, 21, 18, tzinfo=timezone.utc)})
+                    {"t": datetime(2026, 11, 21, 18, tzinfo=UTC)})
     session.commit()
 
     def stats() -> dict:

@@ -8,16 +8,12 @@ import pytest
 from sqlalchemy import text
 
 from actors.casemgmt.sync import disconnect_mailbox, sync_admin, sync_agency, sync_mailbox
-from tests.support.casemgmt_fixtures import (  # noqa: F401 - fixtures
-    agency_db,
-    agency_template,
-    clone_agency_db,
-    connect_imap_mailbox,
-    seed_agency,
-)
-from tests.support.imap_server import imap_server, make_message  # noqa: F401 - fixture
+from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency
+from tests.support.imap_server import make_message
 
 pytestmark = pytest.mark.integration
+# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
+pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _emails(session, mailbox_id: int) -> list[tuple]:
@@ -132,7 +128,8 @@ def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(ag
     assert (queued.status, queued.reason, queued.fetched) == ("skipped", "disconnected", 0)
     results = sync_agency(session)  # the periodic sync no longer touches it
     assert [r.mailbox_id for r in results] != [] and mailbox_id not in [r.mailbox_id for r in results]
-    subjects = set(session.execute(text("SELECT subject FROM emails WHERE mailbox_id = :m"), {"m": mailbox_id}).scalars())
+    subjects = set(session.execute(text("SELECT subject FROM emails WHERE mailbox_id = :m"),
+                                   {"m": mailbox_id}).scalars())
     assert subjects == {"kept"}
 
 
