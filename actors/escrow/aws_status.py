@@ -92,8 +92,7 @@ def run_status_check(session: Session, *, s3: Any, http: requests.Session, setti
             post_error = f"dashboard answered {resp.status_code}"
     except requests.RequestException as exc:
         post_error = f"{type(exc).__name__}: {exc}"
-    session.execute(text("INSERT INTO escrow.status_checks (s3_ok, cloudfront_ok, posted, detail) "
-                         "VALUES (:s, :c, :p, :d)"),
+    session.execute(text("INSERT INTO status_checks (s3_ok, cloudfront_ok, posted, detail) VALUES (:s, :c, :p, :d)"),
                     {"s": status.s3_ok, "c": status.cloudfront_ok, "p": posted,
                      "d": json.dumps({"errors": errors, "post_error": post_error})})
     session.commit()

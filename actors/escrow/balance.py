@@ -18,9 +18,8 @@ def check_minimum_balances(session: Session, *, today: dt.date) -> list[int]:
     One statement: the unique (case_id, check_date) constraint makes a repeated or
     concurrent run a no-op instead of a duplicate alert."""
     rows = session.execute(text(
-        "INSERT INTO escrow.balance_alerts (case_id, check_date, balance, minimum_balance) "
-        "SELECT id, :d, balance, minimum_balance FROM escrow.cases "
-        "WHERE status = 'ACTIVE' AND balance < minimum_balance "
+        "INSERT INTO balance_alerts (case_id, check_date, balance, minimum_balance) "
+        "SELECT id, :d, balance, minimum_balance FROM cases WHERE status = 'ACTIVE' AND balance < minimum_balance "
         "ON CONFLICT (case_id, check_date) DO NOTHING RETURNING case_id"), {"d": today}).scalars().all()
     session.commit()
     log.info("balance check %s: %d new alerts", today, len(rows))

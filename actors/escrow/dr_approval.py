@@ -38,12 +38,12 @@ def approve_due_requests(session: Session, mailer: Mailer | None, *, now: dt.dat
     at = now or dt.datetime.now(dt.UTC)
     result = ApprovalResult()
     due = session.execute(text(
-        "SELECT id, version FROM escrow.disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :at "
+        "SELECT id, version FROM disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :at "
         "ORDER BY auto_authorize_at, id LIMIT :limit"), {"at": at, "limit": limit}).all()
     session.commit()
     for dr_id, version in due:
         row = session.execute(text(
-            "UPDATE escrow.disbursement_requests SET status = 'APPROVED', version = version + 1, approved_at = :at, "
+            "UPDATE disbursement_requests SET status = 'APPROVED', version = version + 1, approved_at = :at, "
             "approved_by = 'auto_authorize', updated_at = now() "
             "WHERE id = :id AND status = 'PENDING' AND version = :v AND auto_authorize_at <= :at "
             "RETURNING id, case_id, payee, amount"), {"id": dr_id, "v": version, "at": at}).first()
@@ -63,9 +63,8 @@ def approve_due_requests(session: Session, mailer: Mailer | None, *, now: dt.dat
 
 def _notify_parties(session: Session, dr_id: int, case_id: int, payee: str, amount: object) -> int:
     parties = session.execute(text(
-        "SELECT DISTINCT u.id, u.email, u.name, c.number FROM escrow.case_parties p "
-        "JOIN escrow.users u ON u.id = p.user_id "
-        "JOIN escrow.cases c ON c.id = p.case_id WHERE p.case_id = :case AND p.role = ANY(:roles) AND u.active "
+        "SELECT DISTINCT u.id, u.email, u.name, c.number FROM case_parties p JOIN users u ON u.id = p.user_id "
+        "JOIN cases c ON c.id = p.case_id WHERE p.case_id = :case AND p.role = ANY(:roles) AND u.active "
         "ORDER BY u.id"), {"case": case_id, "roles": list(NOTIFIED_ROLES)}).all()
     added = 0
     for user_id, email, name, case_number in parties:

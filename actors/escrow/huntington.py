@@ -103,7 +103,7 @@ def _transition(session: Session, item_id: int, from_status: str | None, to_stat
                 detail: str | None = None, **values: object) -> bool:
     """Move an item from ``from_status`` to ``to_status`` (conditional) and record the event."""
     sets = ", ".join(f"{k} = :{k}" for k in values)
-    sql = f"UPDATE escrow.huntington_batch_items SET status = :to, updated_at = now(){', ' + sets if sets else ''} " \
+    sql = f"UPDATE huntington_batch_items SET status = :to, updated_at = now(){', ' + sets if sets else ''} " \
           "WHERE id = :id AND status = :from"
     moved = rowcount(session.execute(text(sql), {"to": to_status, "id": item_id, "from": from_status, **values}))
     if moved:
@@ -113,14 +113,14 @@ def _transition(session: Session, item_id: int, from_status: str | None, to_stat
 
 def _event(session: Session, item_id: int, from_status: str | None, to_status: str, actor: str,
            detail: str | None) -> None:
-    session.execute(text("INSERT INTO escrow.huntington_item_events (item_id, from_status, to_status, actor, detail) "
+    session.execute(text("INSERT INTO huntington_item_events (item_id, from_status, to_status, actor, detail) "
                          "VALUES (:i, :f, :t, :a, :d)"),
                     {"i": item_id, "f": from_status, "t": to_status, "a": actor, "d": detail})
 
 
 def _settle_batch(session: Session, batch_id: int) -> str:
     """Derive the batch status from its items and store it."""
-    rows = session.execute(text("SELECT status, count(*) FROM escrow.huntington_batch_items WHERE batch_id = :b "
+    rows = session.execute(text("SELECT status, count(*) FROM huntington_batch_items WHERE batch_id = :b "
                                 "GROUP BY status"), {"b": batch_id}).all()
     counts: dict[str, int] = {status: n for status, n in rows}
     if counts.get("UNKNOWN") or counts.get("SUBMITTING"):
@@ -131,7 +131,7 @@ def _settle_batch(session: Session, batch_id: int) -> str:
         status = "PENDING"
     else:
         status = "COMPLETED"
-    session.execute(text("UPDATE escrow.huntington_batches SET status = :s, finished_at = CASE WHEN :s IN "
+    session.execute(text("UPDATE huntington_batches SET status = :s, finished_at = CASE WHEN :s IN "
                          "('COMPLETED', 'FAILED', 'NEEDS_RECONCILIATION') THEN now() END WHERE id = :b"),
                     {"s": status, "b": batch_id})
     return status
@@ -145,18 +145,16 @@ def process_batch(session: Session, batch_id: int, bank: BankGatewayClient, *,
         if work is None:
             log.warning("batch %s is being processed by another run; this run does nothing", batch_id)
             return BatchOutcome(batch_id, "BUSY", busy=True)
-        batch = work.execute(text("SELECT status FROM escrow.huntington_batches WHERE id = :b"),
-                             {"b": batch_id}).first()
+        batch = work.execute(text("SELECT status FROM huntington_batches WHERE id = :b"), {"b": batch_id}).first()
         if batch is None:
             raise BatchNotFound(f"Huntington batch {batch_id} does not exist")
-        work.execute(text("UPDATE escrow.huntington_batches SET status = 'PROCESSING', started_at = "
+        work.execute(text("UPDATE huntington_batches SET status = 'PROCESSING', started_at = "
                           "coalesce(started_at, now()) WHERE id = :b AND status <> 'COMPLETED'"), {"b": batch_id})
         work.commit()
         outcome = BatchOutcome(batch_id, batch.status)
         items = work.execute(text(
             "SELECT id, status, kind, amount, beneficiary, account_token, idempotency_key "
-            "FROM escrow.huntington_batch_items WHERE batch_id = :b AND status IN ('PENDING', 'SUBMITTING') "
-            "ORDER BY id"),
+            "FROM huntington_batch_items WHERE batch_id = :b AND status IN ('PENDING', 'SUBMITTING') ORDER BY id"),
             {"b": batch_id}).all()
         work.commit()
         for item in items:
@@ -189,15 +187,14 @@ def _send_item(session: Session, batch_id: int, item: Row[Any], bank: BankGatewa
             session.commit()
             return "COMPLETED"
         key = item.idempotency_key
-        session.execute(text("UPDATE escrow.huntington_batch_items SET attempt = attempt + 1, submitted_at = now(), "
+        session.execute(text("UPDATE huntington_batch_items SET attempt = attempt + 1, submitted_at = now(), "
                              "updated_at = now() WHERE id = :i"), {"i": item_id})
         _event(session, item_id, "SUBMITTING", "SUBMITTING", actor, f"not at the bank on resume; re-sent as {key}")
         session.commit()
     else:
         # Rule 1: the key is committed before the bank can possibly see the transfer.
         moved = rowcount(session.execute(text(
-            "UPDATE escrow.huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :key, "
-            "attempt = attempt + 1, "
+            "UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :key, attempt = attempt + 1, "
             "submitted_at = now(), updated_at = now() WHERE id = :id AND status = 'PENDING'"),
             {"key": key, "id": item_id}))
         if not moved:
@@ -259,7 +256,7 @@ def heal_batches(session: Session, bank: BankGatewayClient, *, grace_seconds: fl
     skip: list[int] = [0]
     for _ in range(limit):
         item = session.execute(text(
-            "SELECT id, batch_id, status, idempotency_key FROM escrow.huntington_batch_items "
+            "SELECT id, batch_id, status, idempotency_key FROM huntington_batch_items "
             "WHERE status IN ('UNKNOWN', 'SUBMITTING') AND updated_at < now() - make_interval(secs => :grace) "
             "AND id <> ALL(:skip) AND pg_try_advisory_xact_lock(:ns, batch_id) "
             "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"),
@@ -294,7 +291,7 @@ def heal_batches(session: Session, bank: BankGatewayClient, *, grace_seconds: fl
 def requeue_failed_items(session: Session, batch_id: int, *, actor: str = "operator") -> list[int]:
     """Make the retryable FAILED items of a batch PENDING again (same idempotency key);
     a new PROCESS_HUNTINGTON_BATCH run then sends them."""
-    ids = session.execute(text("SELECT id FROM escrow.huntington_batch_items WHERE batch_id = :b AND status = 'FAILED' "
+    ids = session.execute(text("SELECT id FROM huntington_batch_items WHERE batch_id = :b AND status = 'FAILED' "
                                "AND retryable ORDER BY id FOR UPDATE"), {"b": batch_id}).scalars().all()
     for item_id in ids:
         _transition(session, item_id, "FAILED", "PENDING", actor, "requeued for retry", retryable=None)

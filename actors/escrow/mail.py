@@ -66,7 +66,7 @@ def enqueue_notification(session: Session, *, kind: str, dedupe_key: str, user_i
                          subject: str, body: str) -> bool:
     """Add one notification to the outbox unless its ``dedupe_key`` exists; True if added."""
     row = session.execute(text(
-        "INSERT INTO escrow.notifications (kind, dedupe_key, user_id, recipient, subject, body) "
+        "INSERT INTO notifications (kind, dedupe_key, user_id, recipient, subject, body) "
         "VALUES (:kind, :key, :uid, :rcpt, :subject, :body) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"),
         {"kind": kind, "key": dedupe_key, "uid": user_id, "rcpt": recipient, "subject": subject, "body": body},
     ).first()
@@ -80,7 +80,7 @@ def deliver_outbox(session: Session, mailer: Mailer, *, limit: int = 500, max_at
     sent = 0
     for _ in range(limit):
         row = session.execute(text(
-            "SELECT id, recipient, subject, body, attempts FROM escrow.notifications WHERE status = 'PENDING' "
+            "SELECT id, recipient, subject, body, attempts FROM notifications WHERE status = 'PENDING' "
             "ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1")).first()
         if row is None:
             session.commit()
@@ -93,14 +93,14 @@ def deliver_outbox(session: Session, mailer: Mailer, *, limit: int = 500, max_at
             mailer.send(msg)
         except MailError as exc:
             status = "FAILED" if row.attempts + 1 >= max_attempts else "PENDING"
-            session.execute(text("UPDATE escrow.notifications SET attempts = attempts + 1, last_error = :e, "
-                                 "status = :s WHERE id = :id"), {"e": str(exc), "s": status, "id": row.id})
+            session.execute(text("UPDATE notifications SET attempts = attempts + 1, last_error = :e, status = :s "
+                                 "WHERE id = :id"), {"e": str(exc), "s": status, "id": row.id})
             session.commit()
             log.warning("notification %s not sent: %s", row.id, exc)
             # The SMTP server is down for everyone: stop; the next run picks the rest up.
             raise
-        session.execute(text("UPDATE escrow.notifications SET status = 'SENT', sent_at = now(), "
-                             "attempts = attempts + 1 WHERE id = :id"), {"id": row.id})
+        session.execute(text("UPDATE notifications SET status = 'SENT', sent_at = now(), attempts = attempts + 1 "
+                             "WHERE id = :id"), {"id": row.id})
         session.commit()
         sent += 1
     return sent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, MetaData, Numeric, SmallInteger, String, Text
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, Numeric, SmallInteger, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Per-case roles (also the platform-wide role of a user).
@@ -19,15 +19,8 @@ ADMIN = "ADMIN"
 REPORT_PENDING, REPORT_IN_PROGRESS, REPORT_EMAILED, REPORT_FAILED = 1, 2, 3, 4
 
 
-#: Escrow tables live in their own PostgreSQL schema of the tenant database, so they
-#: never collide with another product's tables (case management also has ``cases``).
-SCHEMA = "escrow"
-
-
 class EscrowBase(DeclarativeBase):
     """Declarative base of the tenant schema (separate from the control database's)."""
-
-    metadata = MetaData(schema=SCHEMA)
 
 
 class User(EscrowBase):
@@ -55,16 +48,16 @@ class Case(EscrowBase):
 
 class CaseParty(EscrowBase):
     __tablename__ = "case_parties"
-    case_id: Mapped[int] = mapped_column(ForeignKey("escrow.cases.id"), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("escrow.users.id"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(30), primary_key=True)
 
 
 class DisbursementRequest(EscrowBase):
     __tablename__ = "disbursement_requests"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("escrow.cases.id"))
-    requested_by: Mapped[int] = mapped_column(ForeignKey("escrow.users.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    requested_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     payee: Mapped[str] = mapped_column(String(200))
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     status: Mapped[str] = mapped_column(String(20), default="PENDING")
@@ -81,7 +74,7 @@ class Notification(EscrowBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(50))
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("escrow.users.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
@@ -94,7 +87,7 @@ class Notification(EscrowBase):
 
 class CloseReminder(EscrowBase):
     __tablename__ = "close_reminders"
-    case_id: Mapped[int] = mapped_column(ForeignKey("escrow.cases.id"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
     close_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
 
@@ -102,7 +95,7 @@ class CloseReminder(EscrowBase):
 class BalanceAlert(EscrowBase):
     __tablename__ = "balance_alerts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("escrow.cases.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
     check_date: Mapped[dt.date] = mapped_column(Date)
     balance: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     minimum_balance: Mapped[Decimal] = mapped_column(Numeric(14, 2))
@@ -112,8 +105,8 @@ class BalanceAlert(EscrowBase):
 class ReportRequest(EscrowBase):
     __tablename__ = "report_requests"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("escrow.users.id"))
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("escrow.cases.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     report_type: Mapped[str] = mapped_column(String(40))
     status: Mapped[int] = mapped_column(SmallInteger, default=REPORT_PENDING)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
@@ -129,15 +122,15 @@ class ReportRequest(EscrowBase):
 class ViewingDR(EscrowBase):
     __tablename__ = "viewing_dr"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("escrow.users.id"))
-    dr_id: Mapped[int] = mapped_column(ForeignKey("escrow.disbursement_requests.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dr_id: Mapped[int] = mapped_column(ForeignKey("disbursement_requests.id"))
     viewed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
 
 
 class ViewingPayment(EscrowBase):
     __tablename__ = "viewing_payment"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("escrow.users.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     payment_ref: Mapped[str] = mapped_column(String(100))
     viewed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
 
@@ -165,9 +158,9 @@ class HuntingtonBatch(EscrowBase):
 class HuntingtonBatchItem(EscrowBase):
     __tablename__ = "huntington_batch_items"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("escrow.huntington_batches.id"))
-    case_id: Mapped[int] = mapped_column(ForeignKey("escrow.cases.id"))
-    dr_id: Mapped[int | None] = mapped_column(ForeignKey("escrow.disbursement_requests.id"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("huntington_batches.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    dr_id: Mapped[int | None] = mapped_column(ForeignKey("disbursement_requests.id"))
     kind: Mapped[str] = mapped_column(String(4))
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     beneficiary: Mapped[str] = mapped_column(String(200))
@@ -186,7 +179,7 @@ class HuntingtonBatchItem(EscrowBase):
 class HuntingtonItemEvent(EscrowBase):
     __tablename__ = "huntington_item_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("escrow.huntington_batch_items.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("huntington_batch_items.id"))
     from_status: Mapped[str | None] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(40))

@@ -24,9 +24,9 @@ class OffsiteResult:
 def mark_users_offsite(session: Session) -> OffsiteResult:
     """One transaction: either everything is reset or nothing is. Only rows that change
     are touched, so a repeated run reports zeros."""
-    users = rowcount(session.execute(text("UPDATE escrow.users SET on_site = false WHERE on_site")))
-    drs = rowcount(session.execute(text("DELETE FROM escrow.viewing_dr")))
-    payments = rowcount(session.execute(text("DELETE FROM escrow.viewing_payment")))
+    users = rowcount(session.execute(text("UPDATE users SET on_site = false WHERE on_site")))
+    drs = rowcount(session.execute(text("DELETE FROM viewing_dr")))
+    payments = rowcount(session.execute(text("DELETE FROM viewing_payment")))
     session.commit()
     log.info("off-site: %d users, %d viewing_dr, %d viewing_payment", users, drs, payments)
     return OffsiteResult(users, drs, payments)

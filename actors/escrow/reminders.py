@@ -22,20 +22,20 @@ def send_close_reminders(session: Session, mailer: Mailer | None, *, today: dt.d
     the row and queues nothing. Returns the cases reminded by this run.
     """
     cases = session.execute(text(
-        "SELECT id, number, name FROM escrow.cases WHERE status = 'ACTIVE' AND scheduled_close_date = :d ORDER BY id"),
+        "SELECT id, number, name FROM cases WHERE status = 'ACTIVE' AND scheduled_close_date = :d ORDER BY id"),
         {"d": today}).all()
     session.commit()
     reminded: list[int] = []
     for case_id, number, name in cases:
         claimed = session.execute(text(
-            "INSERT INTO escrow.close_reminders (case_id, close_date) VALUES (:c, :d) "
+            "INSERT INTO close_reminders (case_id, close_date) VALUES (:c, :d) "
             "ON CONFLICT DO NOTHING RETURNING case_id"),
             {"c": case_id, "d": today}).first()
         if claimed is None:
             session.rollback()
             continue
         specialists = session.execute(text(
-            "SELECT u.id, u.email, u.name FROM escrow.case_parties p JOIN escrow.users u ON u.id = p.user_id "
+            "SELECT u.id, u.email, u.name FROM case_parties p JOIN users u ON u.id = p.user_id "
             "WHERE p.case_id = :c AND p.role = :role AND u.active ORDER BY u.id"),
             {"c": case_id, "role": ESCROW_SPECIALIST}).all()
         for user_id, email, uname in specialists:
@@ -55,14 +55,14 @@ def send_balance_reminders(session: Session, mailer: Mailer | None, *, today: dt
     """Remind the Case Managers of, and every Admin about, each active case below its
     minimum balance. One reminder per (case, user, day); returns the number queued."""
     below = session.execute(text(
-        "SELECT id, number, balance, minimum_balance FROM escrow.cases "
+        "SELECT id, number, balance, minimum_balance FROM cases "
         "WHERE status = 'ACTIVE' AND balance < minimum_balance ORDER BY id")).all()
-    admins = session.execute(text("SELECT id, email, name FROM escrow.users WHERE role = :r AND active ORDER BY id"),
+    admins = session.execute(text("SELECT id, email, name FROM users WHERE role = :r AND active ORDER BY id"),
                              {"r": ADMIN}).all()
     queued = 0
     for case_id, number, balance, minimum in below:
         managers = session.execute(text(
-            "SELECT u.id, u.email, u.name FROM escrow.case_parties p JOIN escrow.users u ON u.id = p.user_id "
+            "SELECT u.id, u.email, u.name FROM case_parties p JOIN users u ON u.id = p.user_id "
             "WHERE p.case_id = :c AND p.role = :role AND u.active ORDER BY u.id"),
             {"c": case_id, "role": CASE_MANAGER}).all()
         recipients = {r.id: r for r in [*managers, *admins]}

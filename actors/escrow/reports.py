@@ -54,9 +54,9 @@ def claim_next(session: Session, *, lease: dt.timedelta = DEFAULT_LEASE, skip: l
     ``skip``; commit; return it."""
     token = uuid.uuid4().hex
     row = session.execute(text(
-        "UPDATE escrow.report_requests SET status = :inprog, claim_token = :token, claimed_at = now(), "
+        "UPDATE report_requests SET status = :inprog, claim_token = :token, claimed_at = now(), "
         "lease_until = now() + :lease, attempts = attempts + 1 "
-        "WHERE id = (SELECT id FROM escrow.report_requests "
+        "WHERE id = (SELECT id FROM report_requests "
         "            WHERE (status = :pending OR (status = :inprog AND lease_until < now())) AND id <> ALL(:skip) "
         "            ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1) "
         "RETURNING id, user_id, case_id, report_type, attempts"),
@@ -71,7 +71,7 @@ def claim_next(session: Session, *, lease: dt.timedelta = DEFAULT_LEASE, skip: l
 def complete(session: Session, claim: Claim, file_name: str) -> bool:
     """Mark the claimed request emailed (3); False if the claim was lost meanwhile."""
     done = rowcount(session.execute(text(
-        "UPDATE escrow.report_requests SET status = :done, completed_at = now(), file_name = :f, lease_until = NULL, "
+        "UPDATE report_requests SET status = :done, completed_at = now(), file_name = :f, lease_until = NULL, "
         "last_error = NULL WHERE id = :id AND claim_token = :token AND status = :inprog"),
         {"done": REPORT_EMAILED, "f": file_name, "id": claim.id, "token": claim.token,
          "inprog": REPORT_IN_PROGRESS}))
@@ -84,7 +84,7 @@ def fail(session: Session, claim: Claim, error: str) -> int:
     (4) after :data:`MAX_ATTEMPTS`. Returns the new status."""
     status = REPORT_FAILED if claim.attempts >= MAX_ATTEMPTS else REPORT_PENDING
     session.execute(text(
-        "UPDATE escrow.report_requests SET status = :s, last_error = :e, lease_until = NULL "
+        "UPDATE report_requests SET status = :s, last_error = :e, lease_until = NULL "
         "WHERE id = :id AND claim_token = :token"),
         {"s": status, "e": error[:2000], "id": claim.id, "token": claim.token})
     session.commit()
@@ -99,13 +99,12 @@ HEADER = ["case_number", "case_name", "case_status", "balance", "minimum_balance
 def build_case_report(session: Session, case_id: int | None) -> tuple[str, bytes]:
     """A CSV of cases (one case, or all active ones) with their disbursement requests."""
     where = "c.id = :case" if case_id is not None else "c.status = 'ACTIVE'"
-    cases = session.execute(text(f"SELECT id FROM escrow.cases c WHERE {where}"), {"case": case_id}).scalars().all()
+    cases = session.execute(text(f"SELECT id FROM cases c WHERE {where}"), {"case": case_id}).scalars().all()
     if case_id is not None and not cases:
         raise ReportError(f"case {case_id} does not exist")
     rows = session.execute(text(
         "SELECT c.number, c.name, c.status, c.balance, c.minimum_balance, d.id, d.payee, d.amount, d.status, "
-        "d.auto_authorize_at, d.approved_at FROM escrow.cases c "
-        "LEFT JOIN escrow.disbursement_requests d ON d.case_id = c.id "
+        "d.auto_authorize_at, d.approved_at FROM cases c LEFT JOIN disbursement_requests d ON d.case_id = c.id "
         f"WHERE {where} ORDER BY c.number, d.id"), {"case": case_id}).all()
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -137,7 +136,7 @@ def process_reports(session: Session, mailer: Mailer, *, max_reports: int = 20,
         if claim is None:
             break
         try:
-            recipient = session.execute(text("SELECT email, name FROM escrow.users WHERE id = :u"),
+            recipient = session.execute(text("SELECT email, name FROM users WHERE id = :u"),
                                         {"u": claim.user_id}).one()
             builder = REPORT_BUILDERS.get(claim.report_type)
             if builder is None:

@@ -58,7 +58,7 @@ def test_status_check_probes_s3_and_cloudfront_and_posts_to_the_dashboard(tenant
     # The probe object was written, read back and removed.
     s3, _ = aws
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=PROBE_PREFIX).get("KeyCount") == 0
-    assert tenant.rows("SELECT s3_ok, cloudfront_ok, posted FROM escrow.status_checks") == [(True, True, True)]
+    assert tenant.rows("SELECT s3_ok, cloudfront_ok, posted FROM status_checks") == [(True, True, True)]
 
 
 def test_status_check_reports_a_missing_bucket_and_a_failing_cloudfront(tenant, aws, http_stub):
@@ -82,7 +82,7 @@ def test_status_check_fails_the_run_when_the_dashboard_rejects_the_post(tenant, 
     http_stub.post_status = 401
     with tenant.session() as s, requests.Session() as http, pytest.raises(StatusPostFailed, match="401"):
         run_status_check(s, s3=make_s3_client(settings), http=http, settings=settings)
-    assert tenant.rows("SELECT s3_ok, posted FROM escrow.status_checks") == [(True, False)]
+    assert tenant.rows("SELECT s3_ok, posted FROM status_checks") == [(True, False)]
 
 
 def test_status_check_twice_and_concurrently_leaves_no_probe_objects(tenant, aws, http_stub):

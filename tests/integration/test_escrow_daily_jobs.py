@@ -53,11 +53,11 @@ def test_dr_approval_approves_expired_windows_and_emails_ips_reps_and_case_manag
     with tenant.session() as s:
         result = approve_due_requests(s, smtp_sender(smtp_server), now=NOW)
     assert sorted(result.approved) == sorted([drs["due_a"].id, drs["due_b"].id])
-    statuses = dict(tenant.rows("SELECT id, status FROM escrow.disbursement_requests"))
+    statuses = dict(tenant.rows("SELECT id, status FROM disbursement_requests"))
     assert statuses[drs["due_a"].id] == statuses[drs["due_b"].id] == "APPROVED"
     assert statuses[drs["future"].id] == statuses[drs["manual"].id] == "PENDING"
     assert statuses[drs["rejected"].id] == "REJECTED"
-    assert tenant.scalar("SELECT version FROM escrow.disbursement_requests WHERE id = :i", i=drs["due_a"].id) == 2
+    assert tenant.scalar("SELECT version FROM disbursement_requests WHERE id = :i", i=drs["due_a"].id) == 2
     mails = smtp_server.received()
     by_rcpt = {m.rcpt_tos[0]: m for m in mails}
     assert sorted(by_rcpt) == sorted(f"{u}@seedtrust.test" for u in ("ip_a", "rep_a", "cm_a", "ip_b", "rep_b",
@@ -65,7 +65,7 @@ def test_dr_approval_approves_expired_windows_and_emails_ips_reps_and_case_manag
     assert len(mails) == 6  # not the Escrow Specialists, not the inactive Case Manager
     assert by_rcpt["cm_a@seedtrust.test"].message["Subject"] == (
         f"Disbursement request #{drs['due_a'].id} approved (case ST-1001)")
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications WHERE status = 'SENT'") == 6
+    assert tenant.scalar("SELECT count(*) FROM notifications WHERE status = 'SENT'") == 6
 
 
 def test_dr_approval_run_twice_approves_and_emails_once(tenant, smtp_server):
@@ -75,7 +75,7 @@ def test_dr_approval_run_twice_approves_and_emails_once(tenant, smtp_server):
         second = approve_due_requests(s, smtp_sender(smtp_server), now=NOW)
     assert len(first.approved) == 2 and second.approved == [] and second.emailed == 0
     assert len(smtp_server.received()) == 6
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications") == 6
+    assert tenant.scalar("SELECT count(*) FROM notifications") == 6
 
 
 def test_dr_approval_concurrent_runs_never_approve_a_request_twice(tenant, smtp_server):
@@ -93,8 +93,8 @@ def test_dr_approval_concurrent_runs_never_approve_a_request_twice(tenant, smtp_
     assert sorted(approved) == sorted(ids)  # each exactly once across the four runs
     # A run that started late sees fewer candidates; every candidate it lost is "skipped".
     assert 0 < sum(len(r.skipped) for r in results) <= 3 * 60
-    assert tenant.scalar("SELECT max(version) FROM escrow.disbursement_requests") == 2
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications") == 60 * 3
+    assert tenant.scalar("SELECT max(version) FROM disbursement_requests") == 2
+    assert tenant.scalar("SELECT count(*) FROM notifications") == 60 * 3
     mails = smtp_server.received()
     assert len(mails) == 180 and len({(m.rcpt_tos[0], m.message["Subject"]) for m in mails}) == 180
 
@@ -105,7 +105,7 @@ def test_dr_approval_never_approves_a_request_changed_meanwhile(tenant, smtp_ser
     editor = tenant.engine.connect()
     editor_tx = editor.begin()
     # A user edits the request (amount changes, version bumps) but has not committed yet.
-    editor.exec_driver_sql("UPDATE escrow.disbursement_requests SET amount = 9999, version = version + 1 WHERE id = %s",
+    editor.exec_driver_sql("UPDATE disbursement_requests SET amount = 9999, version = version + 1 WHERE id = %s",
                            (target,))
     result: dict[str, object] = {}
 
@@ -118,7 +118,7 @@ def test_dr_approval_never_approves_a_request_changed_meanwhile(tenant, smtp_ser
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the job read version 1 and now waits on the editor's row lock
         if tenant.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND query LIKE 'UPDATE escrow.disbursement_requests SET status%'"):
+                         "AND query LIKE 'UPDATE disbursement_requests SET status%'"):
             break
         time.sleep(0.05)
     else:
@@ -128,8 +128,8 @@ def test_dr_approval_never_approves_a_request_changed_meanwhile(tenant, smtp_ser
     job.join(10)
     r = result["r"]
     assert target in r.skipped and target not in r.approved  # type: ignore[attr-defined]
-    assert tenant.scalar("SELECT status FROM escrow.disbursement_requests WHERE id = :i", i=target) == "PENDING"
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications WHERE dedupe_key LIKE :k",
+    assert tenant.scalar("SELECT status FROM disbursement_requests WHERE id = :i", i=target) == "PENDING"
+    assert tenant.scalar("SELECT count(*) FROM notifications WHERE dedupe_key LIKE :k",
                          k=f"dr_approved:{target}:%") == 0
 
 
@@ -141,8 +141,8 @@ def test_dr_approval_with_smtp_down_keeps_approvals_and_sends_the_outbox_on_the_
     down = SmtpSender(host="127.0.0.1", port=free_port(), sender="x@seedtrust.test", timeout=2)
     with tenant.session() as s, pytest.raises(MailError):
         approve_due_requests(s, down, now=NOW)
-    assert tenant.scalar("SELECT count(*) FROM escrow.disbursement_requests WHERE status = 'APPROVED'") == 2
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications WHERE status = 'PENDING'") == 6
+    assert tenant.scalar("SELECT count(*) FROM disbursement_requests WHERE status = 'APPROVED'") == 2
+    assert tenant.scalar("SELECT count(*) FROM notifications WHERE status = 'PENDING'") == 6
     with tenant.session() as s:  # the broker's retry: nothing left to approve, the outbox goes out
         retry = approve_due_requests(s, smtp_sender(smtp_server), now=NOW)
     assert retry.approved == [] and retry.emailed == 6
@@ -158,7 +158,7 @@ def test_close_reminders_go_to_escrow_specialists_of_cases_closing_today(tenant,
     mails = smtp_server.received()
     assert [m.rcpt_tos for m in mails] == [["es_a@seedtrust.test"]]
     assert mails[0].message["Subject"] == "Case ST-1001 is scheduled to close today"
-    assert tenant.rows("SELECT case_id, close_date FROM escrow.close_reminders") == [(seeded.cases["a"].id, TODAY)]
+    assert tenant.rows("SELECT case_id, close_date FROM close_reminders") == [(seeded.cases["a"].id, TODAY)]
 
 
 def test_close_reminders_twice_and_concurrently_remind_once_per_case_and_date(tenant, smtp_server):
@@ -173,7 +173,7 @@ def test_close_reminders_twice_and_concurrently_remind_once_per_case_and_date(te
     again = run(0)
     assert sorted(len(r) for r in concurrent) == [0, 0, 1] and again == []
     assert len(smtp_server.received()) == 1
-    assert tenant.scalar("SELECT count(*) FROM escrow.close_reminders") == 1
+    assert tenant.scalar("SELECT count(*) FROM close_reminders") == 1
 
 
 # -- account balance check ----------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_balance_check_records_one_alert_per_breaching_active_case(tenant):
         seeded = seed_people_and_cases(s, TODAY)
         alerted = check_minimum_balances(s, today=TODAY)
     assert alerted == [seeded.cases["a"].id]
-    rows = tenant.rows("SELECT case_id, check_date, balance, minimum_balance FROM escrow.balance_alerts")
+    rows = tenant.rows("SELECT case_id, check_date, balance, minimum_balance FROM balance_alerts")
     assert [(r[0], r[1], str(r[2]), str(r[3])) for r in rows] == [(seeded.cases["a"].id, TODAY, "5000.00",
                                                                    "10000.00")]
 
@@ -197,7 +197,7 @@ def test_balance_check_twice_and_concurrently_records_no_duplicate_alert(tenant)
 
     results = run_concurrently(3, run) + [run(0)]
     assert sorted(len(r) for r in results) == [0, 0, 0, 1]
-    assert tenant.scalar("SELECT count(*) FROM escrow.balance_alerts") == 1
+    assert tenant.scalar("SELECT count(*) FROM balance_alerts") == 1
 
 
 # -- account balance reminders ------------------------------------------------------------------
@@ -233,8 +233,8 @@ def _seed_viewing(tenant):
         dr = add_dr(s, seeded.cases["a"], seeded.users["ip_a"], "10.00", None)
     for user in ("ip_a", "cm_a"):
         uid = seeded.users[user].id
-        tenant.execute("INSERT INTO escrow.viewing_dr (user_id, dr_id) VALUES (:u, :d)", u=uid, d=dr.id)
-        tenant.execute("INSERT INTO escrow.viewing_payment (user_id, payment_ref) VALUES (:u, 'PAY-1')", u=uid)
+        tenant.execute("INSERT INTO viewing_dr (user_id, dr_id) VALUES (:u, :d)", u=uid, d=dr.id)
+        tenant.execute("INSERT INTO viewing_payment (user_id, payment_ref) VALUES (:u, 'PAY-1')", u=uid)
     return seeded
 
 
@@ -243,9 +243,9 @@ def test_offsite_tracking_marks_users_offsite_and_clears_viewing_tables(tenant):
     with tenant.session() as s:
         r = mark_users_offsite(s)
     assert (r.users_marked, r.viewing_dr_cleared, r.viewing_payment_cleared) == (len(seeded.users), 2, 2)
-    assert tenant.scalar("SELECT count(*) FROM escrow.users WHERE on_site") == 0
-    assert tenant.scalar("SELECT count(*) FROM escrow.viewing_dr") == 0
-    assert tenant.scalar("SELECT count(*) FROM escrow.viewing_payment") == 0
+    assert tenant.scalar("SELECT count(*) FROM users WHERE on_site") == 0
+    assert tenant.scalar("SELECT count(*) FROM viewing_dr") == 0
+    assert tenant.scalar("SELECT count(*) FROM viewing_payment") == 0
 
 
 def test_offsite_tracking_twice_and_concurrently_has_one_effect(tenant):
@@ -258,4 +258,4 @@ def test_offsite_tracking_twice_and_concurrently_has_one_effect(tenant):
     results = run_concurrently(3, run) + [run(0)]
     assert sum(r.users_marked for r in results) == len(seeded.users)
     assert sum(r.viewing_dr_cleared for r in results) == 2
-    assert tenant.scalar("SELECT count(*) FROM escrow.users WHERE on_site") == 0
+    assert tenant.scalar("SELECT count(*) FROM users WHERE on_site") == 0

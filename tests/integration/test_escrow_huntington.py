@@ -46,7 +46,7 @@ def _client(bank, timeout: float = 3.0) -> BankGatewayClient:
 
 
 def _items(tenant, batch_id):
-    return {r.id: r for r in tenant.rows("SELECT * FROM escrow.huntington_batch_items WHERE batch_id = :b ORDER BY id",
+    return {r.id: r for r in tenant.rows("SELECT * FROM huntington_batch_items WHERE batch_id = :b ORDER BY id",
                                          b=batch_id)}
 
 
@@ -63,11 +63,10 @@ def test_batch_sends_each_item_once_with_its_stored_key_and_records_transitions(
         assert items[i].status == "COMPLETED" and items[i].idempotency_key == idempotency_key(batch_id, i)
         assert items[i].bank_transfer_id == stats["transfers"][items[i].idempotency_key]["transfer_id"]
     assert stats["transfers"][keys[1]]["amount"] == "250.25" and stats["transfers"][keys[1]]["kind"] == "WIRE"
-    events = tenant.rows("SELECT from_status, to_status FROM escrow.huntington_item_events "
-                         "WHERE item_id = :i ORDER BY id",
+    events = tenant.rows("SELECT from_status, to_status FROM huntington_item_events WHERE item_id = :i ORDER BY id",
                          i=ids[0])
     assert [tuple(e) for e in events] == [("PENDING", "SUBMITTING"), ("SUBMITTING", "COMPLETED")]
-    assert tenant.scalar("SELECT status FROM escrow.huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
+    assert tenant.scalar("SELECT status FROM huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
 
 
 def test_batch_processed_twice_and_concurrently_sends_no_second_transfer(tenant, bank):
@@ -89,13 +88,13 @@ def test_resumed_batch_asks_the_bank_before_resending_an_item_caught_mid_call(te
     batch_id, ids = _batch(tenant, ["10.00", "20.00"])
     key = idempotency_key(batch_id, ids[0])
     # A previous run stored the key, the bank committed, and the worker died before recording it.
-    tenant.execute("UPDATE escrow.huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :k, attempt = 1 "
+    tenant.execute("UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :k, attempt = 1 "
                    "WHERE id = :i", k=key, i=ids[0])
     _client(bank).submit(TransferRequest(key, "ACH", __import__("decimal").Decimal("10.00"), "Beneficiary 0",
                                          "tok_0000", f"batch {batch_id} item {ids[0]}"))
     # Item 2: the worker died before its request left; the bank has nothing under the key.
     key2 = idempotency_key(batch_id, ids[1])
-    tenant.execute("UPDATE escrow.huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :k, attempt = 1 "
+    tenant.execute("UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :k, attempt = 1 "
                    "WHERE id = :i", k=key2, i=ids[1])
     with tenant.session() as s:
         outcome = process_batch(s, batch_id, _client(bank))
@@ -126,7 +125,7 @@ def test_lost_response_leaves_the_item_unknown_and_auto_heal_completes_it(tenant
     assert stats["submits"][key] == 1 and len(stats["transfers"]) == 3
     item = _items(tenant, batch_id)[ids[1]]
     assert item.status == "COMPLETED" and item.bank_transfer_id == stats["transfers"][key]["transfer_id"]
-    assert tenant.scalar("SELECT status FROM escrow.huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
+    assert tenant.scalar("SELECT status FROM huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
 
 
 def test_bank_5xx_marks_the_item_failed_retryable_and_a_requeue_sends_it_once(tenant, bank):
@@ -146,7 +145,7 @@ def test_bank_5xx_marks_the_item_failed_retryable_and_a_requeue_sends_it_once(te
 
 def test_rejected_transfer_is_a_final_failure(tenant, bank):
     batch_id, ids = _batch(tenant, ["10.00"])
-    tenant.execute("UPDATE escrow.huntington_batch_items SET kind = 'WIRE', beneficiary = ''")  # still valid
+    tenant.execute("UPDATE huntington_batch_items SET kind = 'WIRE', beneficiary = ''")  # still valid
     bank.faults("error=422")  # 4xx from the gateway: rejected, retrying will not help
     with tenant.session() as s, pytest.raises(BatchIncomplete):
         process_batch(s, batch_id, _client(bank))
@@ -170,7 +169,7 @@ def test_bank_timeout_without_commit_is_healed_as_not_sent(tenant, bank):
 
 def test_heal_respects_the_grace_period(tenant, bank):
     batch_id, ids = _batch(tenant, ["10.00"])
-    tenant.execute("UPDATE escrow.huntington_batch_items SET status = 'UNKNOWN', idempotency_key = 'k1', "
+    tenant.execute("UPDATE huntington_batch_items SET status = 'UNKNOWN', idempotency_key = 'k1', "
                    "updated_at = now()")
     with tenant.session() as s:
         assert heal_batches(s, _client(bank), grace_seconds=60).not_sent == []
@@ -187,7 +186,7 @@ def test_two_concurrent_heals_never_heal_the_same_item(tenant, bank):
         key = idempotency_key(batch_id, item.id)
         if n % 2 == 0:  # half went through at the bank before their responses were lost
             client.submit(TransferRequest(key, item.kind, item.amount, item.beneficiary, item.account_token, "x"))
-        tenant.execute("UPDATE escrow.huntington_batch_items SET status = 'UNKNOWN', idempotency_key = :k, "
+        tenant.execute("UPDATE huntington_batch_items SET status = 'UNKNOWN', idempotency_key = :k, "
                        "updated_at = now() - interval '5 minutes' WHERE id = :i", k=key, i=item.id)
 
     def heal(_: int):
@@ -198,14 +197,14 @@ def test_two_concurrent_heals_never_heal_the_same_item(tenant, bank):
     handled = [i for r in results for i in r.completed + r.not_sent]
     assert sorted(handled) == sorted(item.id for _, item in all_items)  # each item healed by exactly one run
     assert len(results[0].completed) + len(results[1].completed) == 15
-    assert tenant.scalar("SELECT count(*) FROM escrow.huntington_item_events "
-                         "WHERE actor = 'auto_heal_huntington_batches'") == 30
-    assert tenant.scalar("SELECT count(*) FROM escrow.huntington_batch_items WHERE status = 'UNKNOWN'") == 0
+    assert tenant.scalar("SELECT count(*) FROM huntington_item_events WHERE actor = 'auto_heal_huntington_batches'"
+                         ) == 30
+    assert tenant.scalar("SELECT count(*) FROM huntington_batch_items WHERE status = 'UNKNOWN'") == 0
 
 
 def test_heal_leaves_alone_a_batch_that_a_live_run_is_processing(tenant, bank):
     batch_id, ids = _batch(tenant, ["10.00"])
-    tenant.execute("UPDATE escrow.huntington_batch_items SET status = 'SUBMITTING', idempotency_key = 'kx', "
+    tenant.execute("UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = 'kx', "
                    "updated_at = now() - interval '5 minutes'")
     with tenant.session() as holder, batch_lock(holder, batch_id) as locked:
         assert locked is not None

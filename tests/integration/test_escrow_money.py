@@ -36,8 +36,8 @@ def _worker_env(bank, **extra: str) -> dict[str, str]:
 
 
 def _item_statuses(tenant, batch_id):
-    return [r[0] for r in tenant.rows("SELECT status FROM escrow.huntington_batch_items "
-                                      "WHERE batch_id = :b ORDER BY id", b=batch_id)]
+    return [r[0] for r in tenant.rows("SELECT status FROM huntington_batch_items WHERE batch_id = :b ORDER BY id",
+                                      b=batch_id)]
 
 
 def _assert_one_transfer_per_item(bank, batch_id, ids):
@@ -66,7 +66,7 @@ def test_kill_9_mid_batch_then_redelivery_completes_with_one_transfer_per_item(e
     assert _item_statuses(tenant, batch_id) == ["COMPLETED"] * 8
     stats = _assert_one_transfer_per_item(bank, batch_id, ids)
     assert set(stats["submits"].values()) == {1}  # not even a de-duplicated re-send
-    assert tenant.scalar("SELECT status FROM escrow.huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
+    assert tenant.scalar("SELECT status FROM huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
 
 
 def test_duplicate_batch_messages_send_no_second_transfer(escrow_tenant, tenant, bank, start_worker):
@@ -100,7 +100,7 @@ def test_bank_commits_and_drops_response_then_auto_heal_completes_without_second
     assert _item_statuses(tenant, batch_id) == ["COMPLETED"] * 3
     stats = _assert_one_transfer_per_item(bank, batch_id, ids)
     assert stats["submits"][f"hb{batch_id}-{ids[1]}"] == 1
-    assert tenant.scalar("SELECT status FROM escrow.huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
+    assert tenant.scalar("SELECT status FROM huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
     assert run_row(heal.message_id)["result"]["completed"] == [ids[1]]
 
 
@@ -120,7 +120,7 @@ def test_bank_5xx_marks_item_failed_with_an_error_run_and_an_error_event(escrow_
     assert "BatchIncomplete" in str(err) and "FAILED" in str(err)
     props = events[0]["properties"]
     assert props["actor"] == "PROCESS_HUNTINGTON_BATCH" and props["tenant_id"] == escrow_tenant.id
-    item = tenant.rows("SELECT status, retryable, last_error FROM escrow.huntington_batch_items WHERE id = :i",
+    item = tenant.rows("SELECT status, retryable, last_error FROM huntington_batch_items WHERE id = :i",
                        i=ids[0])[0]
     assert item[0] == "FAILED" and item[1] is True and "503" in item[2]
     assert _item_statuses(tenant, batch_id)[1] == "COMPLETED"

@@ -34,7 +34,7 @@ def _seed(tenant, n_requests: int = 2):
         add_dr(s, seeded.cases["a"], seeded.users["ip_a"], "250.50", None, payee="Agency B", status="APPROVED")
     cm = seeded.users["cm_a"].id
     for i in range(n_requests):
-        tenant.execute("INSERT INTO escrow.report_requests (user_id, case_id, report_type, created_at) "
+        tenant.execute("INSERT INTO report_requests (user_id, case_id, report_type, created_at) "
                        "VALUES (:u, :c, 'case_summary', now() - make_interval(mins => :age))",
                        u=cm, c=seeded.cases["a"].id, age=n_requests - i)
     return seeded
@@ -45,7 +45,7 @@ def test_report_is_generated_from_case_data_and_emailed_as_csv_attachment(tenant
     with tenant.session() as s:
         run = process_reports(s, smtp_sender(smtp_server))
     assert run.emailed == [1]
-    row = tenant.rows("SELECT status, file_name, completed_at IS NOT NULL, lease_until FROM escrow.report_requests")[0]
+    row = tenant.rows("SELECT status, file_name, completed_at IS NOT NULL, lease_until FROM report_requests")[0]
     assert tuple(row) == (3, "case-1-report.csv", True, None)
     (mail,) = smtp_server.received()
     assert mail.rcpt_tos == ["cm_a@seedtrust.test"]
@@ -79,22 +79,21 @@ def test_report_run_twice_and_concurrently_emails_each_report_once(tenant, smtp_
     emailed = [i for r in results for i in r.emailed]
     assert sorted(emailed) == [1, 2, 3, 4, 5, 6]
     assert len(smtp_server.received()) == 6
-    assert tenant.scalar("SELECT count(*) FROM escrow.report_requests WHERE status = 3 AND attempts = 1") == 6
+    assert tenant.scalar("SELECT count(*) FROM report_requests WHERE status = 3 AND attempts = 1") == 6
 
 
 def test_report_failure_is_recorded_on_the_request_and_raised(tenant, smtp_server):
     _seed(tenant, n_requests=1)
-    tenant.execute("INSERT INTO escrow.report_requests (user_id, report_type) VALUES (1, 'no_such_report')")
+    tenant.execute("INSERT INTO report_requests (user_id, report_type) VALUES (1, 'no_such_report')")
     with tenant.session() as s, pytest.raises(ReportsFailed, match=r"\[2\]"):
         process_reports(s, smtp_sender(smtp_server))
-    bad = tenant.rows("SELECT status, attempts, last_error FROM escrow.report_requests WHERE id = 2")[0]
+    bad = tenant.rows("SELECT status, attempts, last_error FROM report_requests WHERE id = 2")[0]
     assert bad[0] == 1 and bad[1] == 1 and "unknown report type 'no_such_report'" in bad[2]  # back for retry
-    assert tenant.scalar("SELECT status FROM escrow.report_requests WHERE id = 1") == 3  # the good one still went out
+    assert tenant.scalar("SELECT status FROM report_requests WHERE id = 1") == 3  # the good one still went out
     for _ in range(2):
         with tenant.session() as s, pytest.raises(ReportsFailed):
             process_reports(s, smtp_sender(smtp_server))
-    # failed for good after 3 attempts
-    assert tenant.scalar("SELECT status FROM escrow.report_requests WHERE id = 2") == 4
+    assert tenant.scalar("SELECT status FROM report_requests WHERE id = 2") == 4  # failed for good after 3 attempts
 
 
 def test_smtp_down_fails_the_report_and_keeps_it_queued(tenant):
@@ -104,7 +103,7 @@ def test_smtp_down_fails_the_report_and_keeps_it_queued(tenant):
     _seed(tenant, n_requests=1)
     with tenant.session() as s, pytest.raises(ReportsFailed):
         process_reports(s, SmtpSender(host="127.0.0.1", port=free_port(), sender="x@y", timeout=2))
-    status, error = tenant.rows("SELECT status, last_error FROM escrow.report_requests")[0]
+    status, error = tenant.rows("SELECT status, last_error FROM report_requests")[0]
     assert status == 1 and "MailError" in error
 
 
@@ -113,11 +112,11 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(tenant, sm
     with tenant.session() as s:
         stale = claim_next(s, lease=dt.timedelta(seconds=30))
         assert stale is not None and claim_next(s) is None  # leased: nobody else gets it
-        tenant.execute("UPDATE escrow.report_requests SET lease_until = now() - interval '1 second'")  # worker died
+        tenant.execute("UPDATE report_requests SET lease_until = now() - interval '1 second'")  # worker died
         run = process_reports(s, smtp_sender(smtp_server))
         assert run.emailed == [stale.id]
         assert complete(s, stale, "late.csv") is False  # fenced by the claim token
-    row = tenant.rows("SELECT status, attempts, file_name FROM escrow.report_requests")[0]
+    row = tenant.rows("SELECT status, attempts, file_name FROM report_requests")[0]
     assert tuple(row) == (3, 2, "case-1-report.csv")
     assert len(smtp_server.received()) == 1
 
@@ -125,7 +124,7 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(tenant, sm
 def test_eight_concurrent_claimers_over_2000_requests_never_double_claim(tenant):
     with tenant.session() as s:
         seeded = seed_people_and_cases(s, TODAY)
-    tenant.execute("INSERT INTO escrow.report_requests (user_id, case_id, report_type, created_at) "
+    tenant.execute("INSERT INTO report_requests (user_id, case_id, report_type, created_at) "
                    "SELECT :u, :c, 'case_summary', now() - make_interval(secs => 2001 - g) "
                    "FROM generate_series(1, 2000) g", u=seeded.users["cm_a"].id, c=seeded.cases["a"].id)
 
@@ -141,4 +140,4 @@ def test_eight_concurrent_claimers_over_2000_requests_never_double_claim(tenant)
     claimed = [i for r in results for i in r]
     assert len(claimed) == 2000 and len(set(claimed)) == 2000  # 0 double claims, none missed
     assert sum(1 for r in results if r) >= 2  # the claimers really ran side by side
-    assert tenant.scalar("SELECT count(*) FROM escrow.report_requests WHERE status = 3 AND attempts = 1") == 2000
+    assert tenant.scalar("SELECT count(*) FROM report_requests WHERE status = 3 AND attempts = 1") == 2000

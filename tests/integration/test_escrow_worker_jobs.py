@@ -40,7 +40,7 @@ def test_all_tenant_jobs_run_in_a_worker_through_the_fan_out_and_a_second_round_
         seeded = seed_people_and_cases(s, today)
         dr = add_dr(s, seeded.cases["a"], seeded.users["ip_a"], "700.00",
                     dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
-    tenant.execute("INSERT INTO escrow.report_requests (user_id, case_id, report_type) VALUES (:u, :c, 'case_summary')",
+    tenant.execute("INSERT INTO report_requests (user_id, case_id, report_type) VALUES (:u, :c, 'case_summary')",
                    u=seeded.users["cm_b"].id, c=seeded.cases["b"].id)
     boto3.client("s3", region_name="us-east-1", endpoint_url=moto_s3).create_bucket(Bucket="st-status")
     start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
@@ -57,12 +57,12 @@ def test_all_tenant_jobs_run_in_a_worker_through_the_fan_out_and_a_second_round_
             assert row["tenant_id"] == escrow_tenant.id
 
     round_()
-    assert tenant.scalar("SELECT status FROM escrow.disbursement_requests WHERE id = :i", i=dr.id) == "APPROVED"
-    assert tenant.scalar("SELECT count(*) FROM escrow.close_reminders WHERE close_date = :d", d=today) == 1
-    assert tenant.scalar("SELECT count(*) FROM escrow.balance_alerts WHERE check_date = :d", d=today) == 1
-    assert tenant.scalar("SELECT status FROM escrow.report_requests") == 3
-    assert tenant.scalar("SELECT count(*) FROM escrow.users WHERE on_site") == 0
-    assert tenant.rows("SELECT s3_ok, cloudfront_ok, posted FROM escrow.status_checks") == [(True, True, True)]
+    assert tenant.scalar("SELECT status FROM disbursement_requests WHERE id = :i", i=dr.id) == "APPROVED"
+    assert tenant.scalar("SELECT count(*) FROM close_reminders WHERE close_date = :d", d=today) == 1
+    assert tenant.scalar("SELECT count(*) FROM balance_alerts WHERE check_date = :d", d=today) == 1
+    assert tenant.scalar("SELECT status FROM report_requests") == 3
+    assert tenant.scalar("SELECT count(*) FROM users WHERE on_site") == 0
+    assert tenant.rows("SELECT s3_ok, cloudfront_ok, posted FROM status_checks") == [(True, True, True)]
     subjects = sorted(m.message["Subject"] for m in smtp_server.received())
     # 3 DR approval notices + 1 close reminder + 3 balance reminders + 1 report
     assert len(subjects) == 8, subjects
@@ -73,9 +73,9 @@ def test_all_tenant_jobs_run_in_a_worker_through_the_fan_out_and_a_second_round_
 
     round_()  # the same jobs again: no second approval, reminder, alert, report or e-mail
     assert len(smtp_server.received()) == 8
-    assert tenant.scalar("SELECT count(*) FROM escrow.notifications") == 7
-    assert tenant.scalar("SELECT count(*) FROM escrow.balance_alerts") == 1
-    assert tenant.scalar("SELECT version FROM escrow.disbursement_requests WHERE id = :i", i=dr.id) == 2
+    assert tenant.scalar("SELECT count(*) FROM notifications") == 7
+    assert tenant.scalar("SELECT count(*) FROM balance_alerts") == 1
+    assert tenant.scalar("SELECT version FROM disbursement_requests WHERE id = :i", i=dr.id) == 2
 
 
 def test_a_failed_report_is_recorded_on_the_request_and_as_an_error_run(escrow_tenant, tenant, smtp_server,
@@ -86,7 +86,7 @@ def test_a_failed_report_is_recorded_on_the_request_and_as_an_error_run(escrow_t
 
     with tenant.session() as s:
         seeded = seed_people_and_cases(s, dt.date(2026, 11, 23))
-    tenant.execute("INSERT INTO escrow.report_requests (user_id, report_type) VALUES (:u, 'no_such_report')",
+    tenant.execute("INSERT INTO report_requests (user_id, report_type) VALUES (:u, 'no_such_report')",
                    u=seeded.users["cm_a"].id)
     start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port)})
     msg = send_for_tenant(job_report_generation, escrow_tenant.id, max_retries=0)
@@ -94,6 +94,6 @@ def test_a_failed_report_is_recorded_on_the_request_and_as_an_error_run(escrow_t
     assert row["resolution"] == "ERROR"
     (err,) = error_rows(msg.message_id)
     assert "ReportsFailed" in str(err) and "[1]" in str(err)
-    status, error = tenant.rows("SELECT status, last_error FROM escrow.report_requests")[0]
+    status, error = tenant.rows("SELECT status, last_error FROM report_requests")[0]
     assert status == 1 and "unknown report type 'no_such_report'" in error
     assert smtp_server.received() == []

@@ -56,7 +56,7 @@ class TenantDb:
             conn.execute(text(sql), params)
 
     def truncate(self) -> None:
-        self.execute(f"TRUNCATE {', '.join('escrow.' + t for t in TENANT_TABLES)} RESTART IDENTITY CASCADE")
+        self.execute(f"TRUNCATE {', '.join(TENANT_TABLES)} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,9 @@ depends_on = None
 
 ROLES = "('IP', 'IP_REP', 'CASE_MANAGER', 'ESCROW_SPECIALIST', 'ADMIN')"
 NOW = sa.text("now()")
-SCHEMA = "escrow"
 
 
 def upgrade() -> None:
-    # Every tenant database is upgraded to all heads, so each product keeps its tables in
-    # its own schema (case management also has ``cases`` and ``notifications``).
-    op.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     op.create_table(
         "users",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -33,7 +29,6 @@ def upgrade() -> None:
         sa.Column("on_site", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("last_seen_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint(f"role IN {ROLES}", name="ck_users_role"),
-        schema=SCHEMA,
     )
     op.create_table(
         "cases",
@@ -46,21 +41,19 @@ def upgrade() -> None:
         sa.Column("scheduled_close_date", sa.Date),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.CheckConstraint("status IN ('ACTIVE', 'CLOSED', 'ON_HOLD')", name="ck_cases_status"),
-        schema=SCHEMA,
     )
     op.create_table(
         "case_parties",
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("escrow.users.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("role", sa.String(30), primary_key=True),
         sa.CheckConstraint(f"role IN {ROLES}", name="ck_case_parties_role"),
-        schema=SCHEMA,
     )
     op.create_table(
         "disbursement_requests",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id"), nullable=False),
-        sa.Column("requested_by", sa.Integer, sa.ForeignKey("escrow.users.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+        sa.Column("requested_by", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("payee", sa.String(200), nullable=False),
         sa.Column("amount", sa.Numeric(14, 2), nullable=False),
         sa.Column("status", sa.String(20), nullable=False, server_default="PENDING"),
@@ -74,9 +67,8 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.CheckConstraint("status IN ('PENDING', 'APPROVED', 'REJECTED', 'ON_HOLD', 'PAID')", name="ck_dr_status"),
         sa.CheckConstraint("amount > 0", name="ck_dr_amount"),
-        schema=SCHEMA,
     )
-    op.create_index("ix_dr_pending_due", "disbursement_requests", ["auto_authorize_at"], schema=SCHEMA,
+    op.create_index("ix_dr_pending_due", "disbursement_requests", ["auto_authorize_at"],
                     postgresql_where=sa.text("status = 'PENDING'"))
     op.create_table(
         "notifications",
@@ -84,7 +76,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(50), nullable=False),
         # One logical notification per key: re-runs insert nothing (ON CONFLICT DO NOTHING).
         sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("escrow.users.id")),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id")),
         sa.Column("recipient", sa.String(320), nullable=False),
         sa.Column("subject", sa.String(300), nullable=False),
         sa.Column("body", sa.Text, nullable=False),
@@ -94,33 +86,29 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.Column("sent_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint("status IN ('PENDING', 'SENT', 'FAILED')", name="ck_notifications_status"),
-        schema=SCHEMA,
     )
-    op.create_index("ix_notifications_pending", "notifications", ["id"], schema=SCHEMA,
-                    postgresql_where=sa.text("status = 'PENDING'"))
+    op.create_index("ix_notifications_pending", "notifications", ["id"], postgresql_where=sa.text("status = 'PENDING'"))
     op.create_table(
         "close_reminders",
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id"), primary_key=True),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), primary_key=True),
         sa.Column("close_date", sa.Date, primary_key=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-        schema=SCHEMA,
     )
     op.create_table(
         "balance_alerts",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
         sa.Column("check_date", sa.Date, nullable=False),
         sa.Column("balance", sa.Numeric(14, 2), nullable=False),
         sa.Column("minimum_balance", sa.Numeric(14, 2), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.UniqueConstraint("case_id", "check_date", name="uq_balance_alerts_case_date"),
-        schema=SCHEMA,
     )
     op.create_table(
         "report_requests",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("escrow.users.id"), nullable=False),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id")),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id")),
         sa.Column("report_type", sa.String(40), nullable=False),
         # The seed's queue: 1 pending, 2 in progress, 3 emailed; 4 failed for good.
         sa.Column("status", sa.SmallInteger, nullable=False, server_default="1"),
@@ -133,24 +121,21 @@ def upgrade() -> None:
         sa.Column("file_name", sa.String(200)),
         sa.Column("completed_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint("status IN (1, 2, 3, 4)", name="ck_report_requests_status"),
-        schema=SCHEMA,
     )
-    op.create_index("ix_report_requests_queue", "report_requests", ["status", "created_at", "id"], schema=SCHEMA)
+    op.create_index("ix_report_requests_queue", "report_requests", ["status", "created_at", "id"])
     op.create_table(
         "viewing_dr",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("escrow.users.id"), nullable=False),
-        sa.Column("dr_id", sa.Integer, sa.ForeignKey("escrow.disbursement_requests.id"), nullable=False),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+        sa.Column("dr_id", sa.Integer, sa.ForeignKey("disbursement_requests.id"), nullable=False),
         sa.Column("viewed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-        schema=SCHEMA,
     )
     op.create_table(
         "viewing_payment",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("escrow.users.id"), nullable=False),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("payment_ref", sa.String(100), nullable=False),
         sa.Column("viewed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-        schema=SCHEMA,
     )
     op.create_table(
         "status_checks",
@@ -160,7 +145,6 @@ def upgrade() -> None:
         sa.Column("cloudfront_ok", sa.Boolean, nullable=False),
         sa.Column("posted", sa.Boolean, nullable=False),
         sa.Column("detail", sa.Text, nullable=False),
-        schema=SCHEMA,
     )
     op.create_table(
         "huntington_batches",
@@ -172,14 +156,13 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text),
         sa.CheckConstraint("status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'NEEDS_RECONCILIATION')",
                            name="ck_hb_status"),
-        schema=SCHEMA,
     )
     op.create_table(
         "huntington_batch_items",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("batch_id", sa.Integer, sa.ForeignKey("escrow.huntington_batches.id"), nullable=False),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("escrow.cases.id"), nullable=False),
-        sa.Column("dr_id", sa.Integer, sa.ForeignKey("escrow.disbursement_requests.id")),
+        sa.Column("batch_id", sa.Integer, sa.ForeignKey("huntington_batches.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+        sa.Column("dr_id", sa.Integer, sa.ForeignKey("disbursement_requests.id")),
         sa.Column("kind", sa.String(4), nullable=False),
         sa.Column("amount", sa.Numeric(14, 2), nullable=False),
         sa.Column("beneficiary", sa.String(200), nullable=False),
@@ -199,19 +182,17 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('PENDING', 'SUBMITTING', 'COMPLETED', 'UNKNOWN', 'FAILED')",
                            name="ck_hbi_status"),
         sa.CheckConstraint("amount > 0", name="ck_hbi_amount"),
-        schema=SCHEMA,
     )
-    op.create_index("ix_hbi_batch", "huntington_batch_items", ["batch_id", "id"], schema=SCHEMA)
+    op.create_index("ix_hbi_batch", "huntington_batch_items", ["batch_id", "id"])
     op.create_table(
         "huntington_item_events",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("item_id", sa.Integer, sa.ForeignKey("escrow.huntington_batch_items.id"), nullable=False),
+        sa.Column("item_id", sa.Integer, sa.ForeignKey("huntington_batch_items.id"), nullable=False),
         sa.Column("from_status", sa.String(20)),
         sa.Column("to_status", sa.String(20), nullable=False),
         sa.Column("actor", sa.String(40), nullable=False),
         sa.Column("detail", sa.Text),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-        schema=SCHEMA,
     )
 
 
@@ -219,5 +200,4 @@ def downgrade() -> None:
     for table in ("huntington_item_events", "huntington_batch_items", "huntington_batches", "status_checks",
                   "viewing_payment", "viewing_dr", "report_requests", "balance_alerts", "close_reminders",
                   "notifications", "disbursement_requests", "case_parties", "cases", "users"):
-        op.drop_table(table, schema=SCHEMA)
-    op.execute(f"DROP SCHEMA IF EXISTS {SCHEMA}")
+        op.drop_table(table)
