@@ -75,13 +75,15 @@ def test_agency_sync_in_a_worker_chains_matching_and_redelivery_stores_once(make
     assert session.execute(text("SELECT count(*) FROM email_matches")).scalar_one() == 2
     assert session.execute(text("SELECT count(*) FROM emails WHERE matched_at IS NULL")).scalar_one() == 0
 
-    # Incremental: one new message is the only thing the next (fanned-out) sync fetches.
-    from tenancy.fanout import fan_out
+    # Incremental: one new message is the only thing the next periodic sync fetches
+    # (EMAIL_SYNC_PERIODIC, the scheduler's dispatcher, fans out to EMAIL_SYNC_AGENCY).
+    import actors
 
     imap_server.append(users[1], make_message("reply", client, ["me@a.example"], message_id="<new@x>"))
-    [periodic] = fan_out("EMAIL_SYNC_AGENCY", product="casemgmt")
-    row = _completed(periodic.message_id)
-    assert row["tenant_id"] == tenant.id and row["result"]["stored"] == 1
+    _completed(actors.broker.get_actor("EMAIL_SYNC_PERIODIC").send().message_id)
+    [periodic] = _finished_runs("EMAIL_SYNC_AGENCY", 3)[2:]
+    assert periodic["resolution"] == "COMPLETED"
+    assert periodic["tenant_id"] == tenant.id and periodic["result"]["stored"] == 1
     _finished_runs("EMAIL_MATCHING", 3)
     assert session.execute(text("SELECT count(*) FROM email_matches")).scalar_one() == 3
     session.close()
