@@ -69,11 +69,12 @@ def test_agency_sync_in_a_worker_chains_matching_and_redelivery_stores_once(make
     _completed(second.message_id)
     matching = _finished_runs("EMAIL_MATCHING", 2)
     assert all(r["resolution"] == "COMPLETED" for r in matching)
-    counts = session.execute(text("SELECT count(*), count(DISTINCT (mailbox_id, message_id)) FROM emails")).one()
+    counts = session.execute(text("SELECT count(*), count(DISTINCT (mailbox_id, message_id)) FROM "
+                                  "casemgmt.emails")).one()
     assert counts == (10, 10)
     # ... and EMAIL_MATCHING ran after each sync: the client's emails are matched.
-    assert session.execute(text("SELECT count(*) FROM email_matches")).scalar_one() == 2
-    assert session.execute(text("SELECT count(*) FROM emails WHERE matched_at IS NULL")).scalar_one() == 0
+    assert session.execute(text("SELECT count(*) FROM casemgmt.email_matches")).scalar_one() == 2
+    assert session.execute(text("SELECT count(*) FROM casemgmt.emails WHERE matched_at IS NULL")).scalar_one() == 0
 
     # Incremental: one new message is the only thing the next periodic sync fetches
     # (EMAIL_SYNC_PERIODIC, the scheduler's dispatcher, fans out to EMAIL_SYNC_AGENCY).
@@ -85,7 +86,7 @@ def test_agency_sync_in_a_worker_chains_matching_and_redelivery_stores_once(make
     assert periodic["resolution"] == "COMPLETED"
     assert periodic["tenant_id"] == tenant.id and periodic["result"]["stored"] == 1
     _finished_runs("EMAIL_MATCHING", 3)
-    assert session.execute(text("SELECT count(*) FROM email_matches")).scalar_one() == 3
+    assert session.execute(text("SELECT count(*) FROM casemgmt.email_matches")).scalar_one() == 3
     session.close()
 
 
@@ -107,10 +108,11 @@ def test_sync_queued_before_a_disconnect_ends_cleanly(make_agencies, imap_server
     row = _completed(queued.message_id)
     assert row["result"]["status"] == "skipped" and row["result"]["reason"] == "disconnected"
     assert row["attempts"] == 1 and error_rows(queued.message_id) == []
-    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM mailboxes WHERE id = :m"),
+    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM casemgmt.mailboxes WHERE "
+                                              "id = :m"),
                                          {"m": mailbox_id}).one()
     assert (status, credential) == ("disconnected", None)
-    assert set(session.execute(text("SELECT subject FROM emails")).scalars()) == {"synced before"}
+    assert set(session.execute(text("SELECT subject FROM casemgmt.emails")).scalars()) == {"synced before"}
     session.close()
 
 
@@ -120,18 +122,21 @@ def test_every_scheduled_agency_job_runs_in_a_worker_on_seeded_data(make_agencie
     seeded = seed_agency(session, cases=2)
     admin, case = seeded.admin_ids[0], seeded.case_ids[0]
     now = utcnow()
-    session.execute(text("INSERT INTO reminders (case_id, admin_id, remind_at, message) VALUES (:c, :a, :t, 'call')"),
+    session.execute(text("INSERT INTO casemgmt.reminders (case_id, admin_id, remind_at, message) VALUES (:c, :a, "
+                         ":t, 'call')"),
                     {"c": case, "a": admin, "t": now - timedelta(minutes=1)})
-    session.execute(text("INSERT INTO case_events (case_id, admin_id, title, starts_at) "
+    session.execute(text("INSERT INTO casemgmt.case_events (case_id, admin_id, title, starts_at) "
                          "VALUES (:c, :a, 'Hearing', :t)"),
                     {"c": case, "a": admin, "t": now + timedelta(hours=2)})
-    session.execute(text("INSERT INTO contacts (case_id, name, email) VALUES (:c, 'Bad', 'bad-address')"), {"c": case})
-    session.execute(text("INSERT INTO cases (agency_id, reference, title, opened_at) VALUES (:g, 'Y-1', 'y', :t)"),
+    session.execute(text("INSERT INTO casemgmt.contacts (case_id, name, email) VALUES (:c, 'Bad', "
+                         "'bad-address')"), {"c": case})
+    session.execute(text("INSERT INTO casemgmt.cases (agency_id, reference, title, opened_at) VALUES (:g, 'Y-1', "
+                         "'y', :t)"),
                     {"g": seeded.agency_id, "t": now - timedelta(days=1)})
-    session.execute(text("INSERT INTO sessions (admin_id, token_hash, expires_at) SELECT :a, md5(g::text), "
+    session.execute(text("INSERT INTO casemgmt.sessions (admin_id, token_hash, expires_at) SELECT :a, md5(g::text), "
                          "CASE WHEN g <= 1500 THEN :past ELSE :future END FROM generate_series(1, 1600) g"),
                     {"a": admin, "past": now - timedelta(hours=1), "future": now + timedelta(hours=1)})
-    session.execute(text("INSERT INTO tokens (admin_id, kind, token_hash, expires_at) VALUES "
+    session.execute(text("INSERT INTO casemgmt.tokens (admin_id, kind, token_hash, expires_at) VALUES "
                          "(:a, 'reset', 'h1', :past), (:a, 'reset', 'h2', :future)"),
                     {"a": admin, "past": now - timedelta(hours=1), "future": now + timedelta(hours=1)})
     session.commit()
@@ -145,19 +150,19 @@ def test_every_scheduled_agency_job_runs_in_a_worker_on_seeded_data(make_agencie
     assert all(m["From"] == "jobs@agency.example" for m in smtp_sink.messages)
 
     health = _completed(_send("agency_health_checks", tenant.id).message_id)
-    failing = dict(session.execute(text("SELECT check_name, failing_count FROM health_check_results "
+    failing = dict(session.execute(text("SELECT check_name, failing_count FROM casemgmt.health_check_results "
                                         "WHERE run_id = :r AND status = 'fail'"),
                                    {"r": health["result"]["run_id"]}).all())
     assert failing == {"contacts_invalid_email": 1}
 
     for _ in range(2):  # idempotent: the second run rewrites the same rows
         _completed(_send("agency_overnight_aggregations", tenant.id).message_id)
-    rows = session.execute(text("SELECT stat_date, cases_opened FROM daily_statistics")).all()
+    rows = session.execute(text("SELECT stat_date, cases_opened FROM casemgmt.daily_statistics")).all()
     assert len(rows) == 2 and sum(r.cases_opened for r in rows) >= 1
 
     cleanup = _completed(_send("agency_cleanup", tenant.id).message_id)
     assert cleanup["result"] == {"deleted": [["sessions", 1500], ["tokens", 1]]}
-    assert session.execute(text("SELECT count(*) FROM sessions")).scalar_one() == 100
+    assert session.execute(text("SELECT count(*) FROM casemgmt.sessions")).scalar_one() == 100
     session.close()
 
 
@@ -176,7 +181,7 @@ def test_mailbox_passwords_appear_in_no_output(make_agencies, imap_server, start
     imap_server.append(good, make_message("ok", "a@x.example", ["me@a.example"]))
     _connect(session, seeded.admin_ids[0], imap_server, good)
     bad_mailbox = _connect(session, seeded.admin_ids[1], imap_server, bad, password=SECRET_BAD)
-    stored = b"".join(session.execute(text("SELECT credential_ciphertext FROM mailboxes")).scalars())
+    stored = b"".join(session.execute(text("SELECT credential_ciphertext FROM casemgmt.mailboxes")).scalars())
     assert SECRET_OK.encode() not in stored and SECRET_BAD.encode() not in stored  # encrypted at rest
 
     with recording_server() as (url, recorder):
@@ -191,7 +196,7 @@ def test_mailbox_passwords_appear_in_no_output(make_agencies, imap_server, start
     with control_engine().connect() as conn:
         ledger = json.dumps([list(r) for r in conn.execute(text(
             "SELECT j.*, e.* FROM job_runs j LEFT JOIN job_errors e ON e.job_run_id = j.id")).all()], default=str)
-    last_error = session.execute(text("SELECT last_error FROM mailboxes WHERE id = :m"),
+    last_error = session.execute(text("SELECT last_error FROM casemgmt.mailboxes WHERE id = :m"),
                                  {"m": bad_mailbox}).scalar_one()
     outputs = {"ledger": ledger, "error events": events, "worker log": worker.log, "mailbox last_error": last_error}
     # Not vacuous: the failure is there, with its (masked) provider text.
@@ -200,5 +205,5 @@ def test_mailbox_passwords_appear_in_no_output(make_agencies, imap_server, start
     for name, output in outputs.items():
         for secret in (SECRET_OK, SECRET_BAD):
             assert secret not in output, f"{secret} leaked into {name}"
-    assert session.execute(text("SELECT count(*) FROM emails")).scalar_one() == 1  # the good mailbox synced
+    assert session.execute(text("SELECT count(*) FROM casemgmt.emails")).scalar_one() == 1  # the good mailbox synced
     session.close()

@@ -66,7 +66,8 @@ def test_5000_messages_across_10_agencies_sync_with_bounded_memory(make_agencies
     for tenant in tenants:
         session = tenant_db_session(tenant.database_url)
         n, distinct, m = session.execute(text(
-            "SELECT count(*), count(DISTINCT message_id), (SELECT count(*) FROM email_matches) FROM emails")).one()
+            "SELECT count(*), count(DISTINCT message_id), (SELECT count(*) FROM casemgmt.email_matches) FROM "
+            "casemgmt.emails")).one()
         assert n == distinct == PER_MAILBOX
         assert m == PER_MAILBOX // 10
         total += n

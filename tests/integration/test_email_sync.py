@@ -17,12 +17,14 @@ pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"
 
 
 def _emails(session, mailbox_id: int) -> list[tuple]:
-    return session.execute(text("SELECT message_id, provider_uid, uidvalidity FROM emails WHERE mailbox_id = :m "
+    return session.execute(text("SELECT message_id, provider_uid, uidvalidity FROM casemgmt.emails WHERE "
+                                "mailbox_id = :m "
                                 "ORDER BY message_id"), {"m": mailbox_id}).all()
 
 
 def _cursor(session, mailbox_id: int) -> tuple:
-    return session.execute(text("SELECT uidvalidity, last_uid FROM mailboxes WHERE id = :m"), {"m": mailbox_id}).one()
+    return session.execute(text("SELECT uidvalidity, last_uid FROM casemgmt.mailboxes WHERE id = :m"),
+                           {"m": mailbox_id}).one()
 
 
 def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap_server):
@@ -47,9 +49,9 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
     assert _cursor(session, mailbox_id)[1] == 4
     rows = _emails(session, mailbox_id)
     assert len(rows) == 4 and sorted(r.provider_uid for r in rows) == [1, 2, 3, 4]
-    subjects = set(session.execute(text("SELECT subject FROM emails")).scalars())
+    subjects = set(session.execute(text("SELECT subject FROM casemgmt.emails")).scalars())
     assert subjects == {"first 0", "first 1", "first 2", "second"}
-    assert session.execute(text("SELECT last_synced_at IS NOT NULL FROM mailboxes")).scalar_one()
+    assert session.execute(text("SELECT last_synced_at IS NOT NULL FROM casemgmt.mailboxes")).scalar_one()
 
 
 def test_uidvalidity_change_resyncs_everything_without_duplicates(agency_db, imap_server):
@@ -98,10 +100,10 @@ def test_processing_the_same_sync_twice_stores_each_email_once(agency_db, imap_s
         t.join(60)
     assert not errors
     # ... and once more afterwards, with the cursor rewound as if the first commit was lost.
-    session.execute(text("UPDATE mailboxes SET last_uid = 0"))
+    session.execute(text("UPDATE casemgmt.mailboxes SET last_uid = 0"))
     session.commit()
     assert sync_mailbox(session, mailbox_id).stored == 0
-    assert session.execute(text("SELECT count(*), count(DISTINCT message_id) FROM emails")).one() == (30, 30)
+    assert session.execute(text("SELECT count(*), count(DISTINCT message_id) FROM casemgmt.emails")).one() == (30, 30)
 
 
 def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(agency_db, imap_server):
@@ -119,7 +121,8 @@ def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(ag
     session.commit()
     assert disconnect_mailbox(session, seeded.admin_ids[0]) is False  # idempotent
     session.commit()
-    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM mailboxes WHERE id = :m"),
+    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM casemgmt.mailboxes WHERE "
+                                              "id = :m"),
                                          {"m": mailbox_id}).one()
     assert (status, credential) == ("disconnected", None)
 
@@ -128,7 +131,7 @@ def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(ag
     assert (queued.status, queued.reason, queued.fetched) == ("skipped", "disconnected", 0)
     results = sync_agency(session)  # the periodic sync no longer touches it
     assert [r.mailbox_id for r in results] != [] and mailbox_id not in [r.mailbox_id for r in results]
-    subjects = set(session.execute(text("SELECT subject FROM emails WHERE mailbox_id = :m"),
+    subjects = set(session.execute(text("SELECT subject FROM casemgmt.emails WHERE mailbox_id = :m"),
                                    {"m": mailbox_id}).scalars())
     assert subjects == {"kept"}
 
@@ -162,4 +165,4 @@ def test_disconnect_during_a_running_sync_stops_before_the_next_batch(agency_db,
     finally:
         sync_module._store_batch = real_store
     assert (result.status, result.reason, result.stored) == ("skipped", "disconnected", 2)
-    assert session.execute(text("SELECT count(*) FROM emails")).scalar_one() == 2
+    assert session.execute(text("SELECT count(*) FROM casemgmt.emails")).scalar_one() == 2

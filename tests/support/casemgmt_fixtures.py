@@ -111,19 +111,21 @@ class SeededAgency:
 def seed_agency(session: Session, *, admins: int = 1, cases: int = 2, slug: str | None = None,
                 tz: str = "America/New_York") -> SeededAgency:
     """One agency with admins, cases and one contact per case (client<case>@clients.example)."""
-    agency_id = session.execute(text("INSERT INTO agencies (name, slug, timezone) VALUES (:n, :s, :tz) RETURNING id"),
+    agency_id = session.execute(text("INSERT INTO casemgmt.agencies (name, slug, timezone) VALUES (:n, :s, :tz) "
+                                     "RETURNING id"),
                                 {"n": "Agency", "s": slug or uuid.uuid4().hex[:8], "tz": tz}).scalar_one()
-    admin_ids = [session.execute(text("INSERT INTO admins (agency_id, email, name) VALUES (:a, :e, :n) RETURNING id"),
+    admin_ids = [session.execute(text("INSERT INTO casemgmt.admins (agency_id, email, name) VALUES (:a, :e, :n) "
+                                      "RETURNING id"),
                                  {"a": agency_id, "e": f"admin{i}.{uuid.uuid4().hex[:6]}@agency.example",
                                   "n": f"Admin {i}"}).scalar_one() for i in range(admins)]
     seeded = SeededAgency(agency_id, admin_ids, [])
     for i in range(cases):
-        case_id = session.execute(text("INSERT INTO cases (agency_id, owner_admin_id, reference, title) "
+        case_id = session.execute(text("INSERT INTO casemgmt.cases (agency_id, owner_admin_id, reference, title) "
                                        "VALUES (:a, :o, :r, :t) RETURNING id"),
                                   {"a": agency_id, "o": admin_ids[0], "r": f"C-{uuid.uuid4().hex[:8]}",
                                    "t": f"Case {i}"}).scalar_one()
         address = f"client{case_id}@clients.example"
-        session.execute(text("INSERT INTO contacts (case_id, name, email) VALUES (:c, :n, :e)"),
+        session.execute(text("INSERT INTO casemgmt.contacts (case_id, name, email) VALUES (:c, :n, :e)"),
                         {"c": case_id, "n": f"Client {case_id}", "e": address})
         seeded.case_ids.append(case_id)
         seeded.contact_emails[case_id] = address
