@@ -189,10 +189,14 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
             session.commit()
     except (MailProviderError, PlatformError) as exc:
         session.rollback()
+        # The provider's text may echo the credential (some servers do); the secret is
+        # registered with the redactor, and the error we store and raise is the masked text.
         message = get_redactor().text(str(exc))[:2000]
         session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(last_error=message))
         session.commit()
-        raise
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
     log.info("mailbox %s synced: fetched %s, stored %s, full_resync %s", mailbox_id, result.fetched,
              result.stored, result.full_resync)
     return result
@@ -214,7 +218,7 @@ def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
             results.append(sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size))
         except PlatformError as exc:
             results.append(SyncResult(mailbox_id, "failed", reason=type(exc).__name__))
-            failures.append(f"mailbox {mailbox_id}: {exc}")
+            failures.append(get_redactor().text(f"mailbox {mailbox_id}: {exc}"))
     if failures:
         raise MailSyncFailed(f"{len(failures)} of {len(ids)} mailboxes failed: " + "; ".join(failures)[:2000])
     return results
