@@ -7,8 +7,8 @@ from sqlalchemy import text
 
 from actors.casemgmt.matching import match_emails
 from actors.casemgmt.sync import sync_mailbox
-from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency
-from tests.support.imap_server import make_message
+from tests.support.casemgmt_data import connect_imap_mailbox, seed_agency
+from tests.support.imap_messages import make_message
 
 pytestmark = pytest.mark.integration
 # Fixture modules (agency databases, dovecot, aiosmtpd) of this area.

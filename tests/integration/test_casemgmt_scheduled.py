@@ -14,7 +14,7 @@ from actors.casemgmt.aggregations import run_overnight_aggregations
 from actors.casemgmt.cleanup import delete_expired, run_cleanup
 from actors.casemgmt.health import CHECKS, run_health_checks
 from actors.casemgmt.notifications import NotificationSendFailed, run_notifications
-from tests.support.casemgmt_fixtures import seed_agency
+from tests.support.casemgmt_data import seed_agency
 
 pytestmark = pytest.mark.integration
 # Fixture modules (agency databases, dovecot, aiosmtpd) of this area.

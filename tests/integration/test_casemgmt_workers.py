@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from jobcore.db import control_engine
 from tests.conftest import wait_for
-from tests.support.casemgmt_fixtures import seed_agency, tenant_db_session, utcnow
-from tests.support.imap_server import make_message
+from tests.support.casemgmt_data import seed_agency, tenant_db_session, utcnow
+from tests.support.imap_messages import make_message
 from tests.support.ledger import error_rows, wait_status
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def _send(actor_name: str, tenant_id: int, *args, **options):
 
 
 def _connect(session, admin_id: int, imap, user: str, password: str | None = None) -> int:
-    from tests.support.casemgmt_fixtures import connect_imap_mailbox
+    from tests.support.casemgmt_data import connect_imap_mailbox
 
     return connect_imap_mailbox(session, admin_id, imap, user, password=password)
 
@@ -50,7 +50,7 @@ def _finished_runs(actor_name: str, n: int, timeout: float = 60) -> list[dict]:
         _runs(actor_name)), timeout, what=f"{n} finished {actor_name} runs")
 
 
-def test_agency_sync_in_a_worker_chains_matching_and_redelivery_stores_once(make_agencies, imap_server,
+def test_worker_sync_chains_matching_survives_redelivery_and_uidvalidity_reset(make_agencies, imap_server,
                                                                              start_worker):
     tenant = make_agencies(1)[0]
     session = tenant_db_session(tenant.database_url)
@@ -87,6 +87,16 @@ def test_agency_sync_in_a_worker_chains_matching_and_redelivery_stores_once(make
     assert periodic["tenant_id"] == tenant.id and periodic["result"]["stored"] == 1
     _finished_runs("EMAIL_MATCHING", 3)
     assert session.execute(text("SELECT count(*) FROM casemgmt.email_matches")).scalar_one() == 3
+
+    # UIDVALIDITY reset on the server: EMAIL_SYNC_ADMIN re-reads the folder, stores nothing twice.
+    imap_server.reset_uidvalidity(users[0])
+    imap_server.append(users[0], make_message("after reset", "x@y.example", ["me@a.example"], message_id="<r@x>"))
+    row = _completed(_send("EMAIL_SYNC_ADMIN", tenant.id, seeded.admin_ids[0]).message_id)
+    assert row["result"]["full_resync"] is True and row["result"]["fetched"] == 6 and row["result"]["stored"] == 1
+    counts = session.execute(text("SELECT count(*), count(DISTINCT (mailbox_id, message_id)) "
+                                  "FROM casemgmt.emails")).one()
+    assert counts == (12, 12)
+    _finished_runs("EMAIL_MATCHING", 4)
     session.close()
 
 

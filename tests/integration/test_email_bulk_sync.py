@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import wait_for
-from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency, tenant_db_session
-from tests.support.imap_server import make_message
+from tests.support.casemgmt_data import connect_imap_mailbox, seed_agency, tenant_db_session
+from tests.support.imap_messages import make_message
 from tests.support.ledger import count
 
 pytestmark = pytest.mark.integration
