@@ -17,7 +17,6 @@ from actors.casemgmt.notifications import NotificationSendFailed, run_notificati
 from tests.support.casemgmt_data import seed_agency
 
 pytestmark = pytest.mark.integration
-# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 

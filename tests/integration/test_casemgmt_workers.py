@@ -17,7 +17,6 @@ from tests.support.imap_messages import make_message
 from tests.support.ledger import error_rows, wait_status
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _send(actor_name: str, tenant_id: int, *args, **options):

@@ -15,7 +15,6 @@ from tests.support.imap_messages import make_message
 from tests.support.ledger import count
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 AGENCIES = 10
 PER_MAILBOX = 500

@@ -12,7 +12,6 @@ from tests.support.casemgmt_data import connect_imap_mailbox, seed_agency
 from tests.support.imap_messages import make_message
 
 pytestmark = pytest.mark.integration
-# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
 
 
 def _emails(session, mailbox_id: int) -> list[tuple]:
