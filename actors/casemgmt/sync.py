@@ -151,7 +151,9 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
 
     Commits as it goes. A disconnected mailbox returns status ``skipped``; a provider
     failure is recorded on the mailbox (``last_error``) and raised."""
-    mailbox = session.get(Mailbox, mailbox_id)
+    # populate_existing: another session (a concurrent or redelivered sync) may have
+    # advanced the cursor since this session last loaded the Mailbox; read it afresh.
+    mailbox = session.get(Mailbox, mailbox_id, populate_existing=True)
     if mailbox is None:
         return SyncResult(mailbox_id, "skipped", reason="missing")
     if mailbox.status != "connected" or mailbox.credential_ciphertext is None:

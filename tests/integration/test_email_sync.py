@@ -32,6 +32,9 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
     imap_server.append(user, *[make_message(f"first {i}", "a@x.example", [f"{user}@agency.example"])
                                for i in range(3)])
     mailbox_id = connect_imap_mailbox(session, seeded.admin_ids[0], imap_server, user)
+    from actors.casemgmt.models import Mailbox
+
+    held = session.get(Mailbox, mailbox_id)  # kept in the session: must not hide the advanced cursor
 
     first = sync_mailbox(session, mailbox_id, batch_size=2)
     assert (first.status, first.fetched, first.stored, first.full_resync) == ("synced", 3, 3, False)
@@ -40,6 +43,7 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
 
     again = sync_mailbox(session, mailbox_id)
     assert (again.fetched, again.stored) == (0, 0)  # nothing new: nothing fetched
+    assert held.last_uid == 3
 
     imap_server.append(user, make_message("second", "b@x.example", [f"{user}@agency.example"]))
     third = sync_mailbox(session, mailbox_id)
