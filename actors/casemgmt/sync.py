@@ -12,6 +12,9 @@ Safety rules, each relied on by a test:
 * Disconnect: each batch first locks the mailbox row and checks it is still connected;
   a disconnected mailbox ends the sync cleanly (status ``skipped``), and no batch can be
   written after EMAIL_SYNC_DISCONNECT has committed.
+
+Sync only adds: a message deleted on the server stays in the agency database (synced
+mail is part of the case record), as does all mail of a disconnected mailbox.
 """
 
 from __future__ import annotations
