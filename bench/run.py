@@ -179,6 +179,8 @@ def bench_processing(system: System, kind: str, n: int, logdir: Path) -> dict[st
     else:
         for m in messages:
             system.broker.enqueue(m)
+    if system.tracked:
+        time.sleep(1.5)  # PostgreSQL publishes its counters lazily: let the prefill's inserts land first
     stats_before = pg_stats() if system.tracked else {}
     worker = Worker(system, logdir / f"{system.name}-{kind}.log")
     try:

@@ -96,14 +96,25 @@ class PlatformRedisBroker(RedisBroker):
         pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
 
     def enqueue_encoded_many(self, items: list[tuple[str, str, bytes]], chunk: int = 1000) -> None:
-        """Enqueue pre-encoded messages ``(queue_name, redis_message_id, data)`` with one
-        pipelined round trip per ``chunk`` (dramatiq's own script, so consumers see
-        exactly what ``enqueue`` would have written)."""
-        for start in range(0, len(items), chunk):
-            with self.client.pipeline(transaction=False) as pipe:
-                for queue_name, redis_id, data in items[start:start + chunk]:
-                    self._enqueue_into(pipe, queue_name, redis_id, data)
-                pipe.execute()
+        """Enqueue pre-encoded messages ``(queue_name, redis_message_id, data)``.
+
+        Per queue and chunk: one HSET of every payload and one RPUSH of every id (what
+        dramatiq's enqueue script does per message) plus the wake-up tokens, in one
+        MULTI/EXEC round trip, so consumers never see an id without its payload."""
+        by_queue: dict[str, list[tuple[str, bytes]]] = {}
+        for queue_name, redis_id, data in items:
+            by_queue.setdefault(queue_name, []).append((redis_id, data))
+        for queue_name, entries in by_queue.items():
+            base = f"{self.namespace}:{queue_name}"
+            wake = self.wake_key(queue_name)
+            for start in range(0, len(entries), chunk):
+                part = entries[start:start + chunk]
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.hset(f"{base}.msgs", mapping=dict(part))
+                    pipe.rpush(base, *[rid for rid, _ in part])
+                    pipe.lpush(wake, *([1] * min(len(part), WAKE_TOKENS_MAX)))
+                    pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
+                    pipe.execute()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _RedisConsumer:
         return _QuarantiningConsumer(self, queue_name, prefetch, timeout)

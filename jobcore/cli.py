@@ -231,6 +231,48 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule_rows() -> list[dict[str, Any]]:
+    """Every schedule with its next fire time and last tick outcome."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from periodic.schedules import all_schedules
+
+    now = datetime.now(UTC)
+    et = ZoneInfo("America/New_York")
+    with control_engine().connect() as conn:
+        last = {r["schedule_name"]: dict(r) for r in conn.execute(text(
+            "SELECT DISTINCT ON (t.schedule_name) t.schedule_name, t.tick_at, t.status, "
+            "  (SELECT string_agg(DISTINCT coalesce(j.resolution, j.status), ',') FROM schedule_tick_runs r "
+            "   JOIN job_runs j ON j.message_id = r.message_id WHERE r.tick_id = t.id) AS outcome "
+            "FROM schedule_ticks t ORDER BY t.schedule_name, t.tick_at DESC")).mappings()}
+    rows = []
+    for sc in all_schedules():
+        nxt = sc.cadence.next_after(now)
+        tick = last.get(sc.name, {})
+        rows.append({"schedule": sc.name, "severity": sc.severity, "cadence": sc.cadence.describe(),
+                     "next_et": nxt.astimezone(et).strftime("%a %m-%d %H:%M %Z"),
+                     "next_utc": nxt.strftime("%m-%d %H:%M"), "last_tick": tick.get("tick_at"),
+                     "last_status": tick.get("status"), "last_outcome": tick.get("outcome")})
+    return rows
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    emit(schedule_rows(), ("schedule", "severity", "cadence", "next_et", "next_utc", "last_tick", "last_status",
+                           "last_outcome"), args.json)
+    return 0
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from jobcore.settings import mask_url
+    from tenancy.registry import list_tenants
+
+    rows = [{"id": t.id, "slug": t.slug, "name": t.name, "product": t.product, "active": t.active,
+             "database": mask_url(t.database_url)} for t in list_tenants(active_only=not args.all)]
+    emit(rows, ("id", "slug", "name", "product", "active", "database"), args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Enqueue the example jobs, wait for a worker to finish them, print the ledger."""
     import actors  # noqa: F401 - declares the actors on the broker
@@ -313,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", help="re-enqueue PENDING runs whose message is gone from Redis")
     p.add_argument("--grace", type=float, default=30, help="only runs idle this many seconds")
     p.set_defaults(fn=cmd_reconcile)
+
+    p = sub.add_parser("schedules", help="every schedule: next fire time (ET and UTC), last tick and outcome")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_schedules)
+
+    p = sub.add_parser("tenants", help="list tenants")
+    p.add_argument("--all", action="store_true", help="include inactive tenants")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_tenants)
 
     p = sub.add_parser("demo", help="enqueue the example jobs and print their ledger rows")
     p.add_argument("--timeout", type=float, default=60)

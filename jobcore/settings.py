@@ -94,7 +94,6 @@ class Settings:
     # tenant databases (it does the pooling across all processes).
     tenant_pool_mode: str = "lru"
     # --- scheduling ----------------------------------------------------------------
-    schedule_timezone: str = "America/New_York"
     email_sync_interval_min: int = 15
     # --- outbound e-mail (SMTP) --------------------------------------------------------
     smtp_host: str = "127.0.0.1"

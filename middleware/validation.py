@@ -55,6 +55,15 @@ class Validation(Middleware):
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         if message.options.get("ledger_tracked"):
             return  # a retry or delayed move of a message validated when it was sent
+        self.validate_message(broker, message)
+        try:
+            _encoder.encode({"args": message.args, "kwargs": message.kwargs, "options": message.options})
+        except (TypeError, ValueError) as exc:
+            raise UnserializableArguments(
+                f"arguments of {message.actor_name} cannot be serialised to JSON: {exc}") from None
+
+    def validate_message(self, broker: Any, message: Any) -> None:
+        """Actor and signature checks (bulk enqueue encodes each message once itself)."""
         actor = broker.actors.get(message.actor_name)
         if actor is None:
             known = ", ".join(sorted(broker.actors)) or "none"
@@ -62,11 +71,6 @@ class Validation(Middleware):
         problem = self.bind_error(actor, tuple(message.args), dict(message.kwargs))
         if problem:
             raise InvalidArguments(problem)
-        try:
-            _encoder.encode({"args": message.args, "kwargs": message.kwargs, "options": message.options})
-        except (TypeError, ValueError) as exc:
-            raise UnserializableArguments(
-                f"arguments of {message.actor_name} cannot be serialised to JSON: {exc}") from None
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         actor = broker.actors.get(message.actor_name)

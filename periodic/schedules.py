@@ -47,7 +47,9 @@ class Schedule:
 
 
 def _email_sync_minutes() -> int:
-    return int(os.environ.get("EMAIL_SYNC_INTERVAL_MIN", "15"))
+    from jobcore.settings import get_settings
+
+    return get_settings().email_sync_interval_min
 
 
 def production_schedules() -> list[Schedule]:

@@ -242,3 +242,27 @@ def start_worker(clean_state: None, tmp_path: Path) -> Iterator[Callable[..., Wo
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture()
+def start_scheduler(clean_state: None, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: start ``python -m periodic run`` (the scheduler) as a subprocess."""
+    started: list[WorkerProcess] = []
+
+    def start(*, only: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        log_path = tmp_path / f"scheduler-{len(started)}.log"
+        full_env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), "SCHEDULES_ENABLED": "1",
+                    "SCHEDULES_ONLY": only, **(env or {})}
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "periodic", "run"], cwd=ROOT, env=full_env,
+                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        scheduler = WorkerProcess(proc, log_path, full_env)
+        started.append(scheduler)
+        wait_for(lambda: "Scheduler " in scheduler.log or not scheduler.alive(), 60, what="scheduler start")
+        if not scheduler.alive():
+            raise AssertionError(f"scheduler exited at start:\n{scheduler.log}")
+        return scheduler
+
+    yield start
+    for scheduler in started:
+        scheduler.kill()

@@ -24,7 +24,8 @@ def jobctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_command_has_help():
-    for command in ("runs", "run", "retry", "revoke", "queues", "dead-letters", "prune", "reconcile", "demo"):
+    for command in ("runs", "run", "retry", "revoke", "queues", "dead-letters", "prune", "reconcile", "schedules",
+                    "tenants", "demo"):
         out = jobctl(command, "--help")
         assert "usage: jobctl " + command in out.stdout
 
@@ -89,3 +90,22 @@ def test_prune_deletes_old_finished_runs_in_batches(broker):
     assert prune(30, batch_size=500) == 1200
     assert count("SELECT count(*) FROM job_runs") == 301  # recent runs and open runs are kept
     assert "pruned 0 finished runs" in jobctl("prune", "--older-than", "30").stdout
+
+
+def test_schedules_and_tenants(broker, make_tenants):
+    from periodic.schedules import production_schedules
+    from periodic.ticks import claim_tick, mark_enqueued
+
+    tenants = make_tenants(2, product="casemgmt")
+    rows = {r["schedule"]: r for r in json.loads(jobctl("schedules", "--json").stdout)}
+    assert {s.name for s in production_schedules()} <= set(rows)
+    assert rows["account_balance_check"]["next_et"].startswith("Sun ")
+    from datetime import UTC, datetime
+
+    tick = claim_tick("dr_auto_approval", datetime(2026, 11, 20, 11, tzinfo=UTC), "test")
+    mark_enqueued(tick, "m-1")
+    rows = {r["schedule"]: r for r in json.loads(jobctl("schedules", "--json").stdout)}
+    assert rows["dr_auto_approval"]["last_status"] == "ENQUEUED"
+    listed = json.loads(jobctl("tenants", "--json").stdout)
+    assert [t["id"] for t in listed] == [t.id for t in tenants]
+    assert "jobctl" not in jobctl("tenants").stderr

@@ -1,0 +1,231 @@
+"""Email sync: stream a mailbox's new messages into the agency database.
+
+Safety rules, each relied on by a test:
+
+* Incremental: only UIDs above the mailbox cursor (UIDVALIDITY, last UID) are fetched;
+  the cursor advances with each committed batch, so a crash resumes after the last batch.
+* UIDVALIDITY change: the folder is re-read from UID 1; emails are keyed by
+  (mailbox, Message-ID), so known messages only get their new UID, never a second row.
+* Redelivery / concurrent duplicates: inserts are ``ON CONFLICT DO UPDATE`` on that key,
+  so processing the same sync message twice (even at the same time) stores each email once.
+* Bounded memory: ``batch_size`` messages at a time, Core inserts (no ORM identity map).
+* Disconnect: each batch first locks the mailbox row and checks it is still connected;
+  a disconnected mailbox ends the sync cleanly (status ``skipped``), and no batch can be
+  written after EMAIL_SYNC_DISCONNECT has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import case, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from actors.casemgmt import imap_provider  # noqa: F401 - registers the "imap" provider
+from actors.casemgmt.credentials import decrypt_credential, encrypt_credential
+from actors.casemgmt.errors import CaseManagementError, MailProviderError, MailSyncFailed
+from actors.casemgmt.models import Admin, Email, Mailbox
+from actors.casemgmt.providers import FetchedMessage, MailboxAccount, MailProvider, get_provider
+from jobcore.errors import PlatformError
+from jobcore.redaction import get_redactor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 200
+ProviderLookup = Callable[[str], MailProvider]
+
+
+@dataclass
+class SyncResult:
+    """Outcome of syncing one mailbox."""
+
+    mailbox_id: int
+    status: str                 # synced | skipped | failed
+    fetched: int = 0
+    stored: int = 0             # new rows (a re-fetched known message is not counted)
+    full_resync: bool = False
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MailboxNotFound(CaseManagementError):
+    """No mailbox for this admin."""
+
+
+def connect_mailbox(session: Session, admin_id: int, *, email_address: str, host: str, port: int,
+                    username: str, secret: str, use_ssl: bool = True, provider: str = "imap",
+                    credential_kind: str = "password") -> Mailbox:
+    """Store (or reconnect) an admin's mailbox with its credential encrypted.
+
+    Reconnecting keeps the cursor: the UIDVALIDITY check decides whether a full resync
+    is needed."""
+    mailbox = session.scalar(select(Mailbox).where(Mailbox.admin_id == admin_id))
+    if mailbox is None:
+        mailbox = Mailbox(admin_id=admin_id, last_uid=0)
+        session.add(mailbox)
+    mailbox.provider = provider
+    mailbox.email_address = email_address
+    mailbox.host, mailbox.port, mailbox.use_ssl, mailbox.username = host, port, use_ssl, username
+    mailbox.credential_ciphertext = encrypt_credential(secret)
+    mailbox.credential_kind = credential_kind
+    mailbox.status = "connected"
+    mailbox.connected_at = func.now()
+    mailbox.disconnected_at = None
+    mailbox.last_error = None
+    session.flush()
+    return mailbox
+
+
+def disconnect_mailbox(session: Session, admin_id: int) -> bool:
+    """Stop future syncs of the admin's mailbox and delete its credential; synced mail
+    stays. Returns False when the admin has no connected mailbox (idempotent)."""
+    result = session.execute(
+        update(Mailbox)
+        .where(Mailbox.admin_id == admin_id, Mailbox.status != "disconnected")
+        .values(status="disconnected", credential_ciphertext=None, disconnected_at=func.now())
+    )
+    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    log.info("mailbox of admin %s disconnected: %s", admin_id, changed)
+    return changed
+
+
+def _rows(mailbox_id: int, validity: int, batch: list[FetchedMessage]) -> list[dict[str, Any]]:
+    # One row per Message-ID: the same message twice in one statement would make
+    # ON CONFLICT DO UPDATE fail ("cannot affect row a second time").
+    by_id: dict[str, dict[str, Any]] = {}
+    for m in batch:
+        by_id[m.message_id] = {
+            "mailbox_id": mailbox_id, "message_id": m.message_id, "uidvalidity": validity,
+            "provider_uid": m.uid, "thread_id": m.thread_id, "in_reply_to": m.in_reply_to,
+            "subject": m.subject, "from_address": m.from_address, "to_addresses": m.to_addresses,
+            "cc_addresses": m.cc_addresses, "sent_at": m.sent_at, "size_bytes": m.size_bytes,
+            "body_preview": m.body_preview,
+        }
+    return list(by_id.values())
+
+
+def _lock_if_connected(session: Session, mailbox_id: int) -> bool:
+    status = session.execute(
+        select(Mailbox.status, Mailbox.credential_ciphertext.is_not(None))
+        .where(Mailbox.id == mailbox_id).with_for_update()
+    ).first()
+    return status is not None and status[0] == "connected" and bool(status[1])
+
+
+def _store_batch(session: Session, mailbox_id: int, validity: int, batch: list[FetchedMessage]) -> int | None:
+    """Insert one batch and advance the cursor in one transaction; None if disconnected."""
+    if not _lock_if_connected(session, mailbox_id):
+        session.rollback()
+        return None
+    stored = 0
+    rows = _rows(mailbox_id, validity, batch)
+    if rows:
+        ins = insert(Email).values(rows)
+        stmt: Any = ins.on_conflict_do_update(
+            constraint="uq_emails_mailbox_message_id",
+            set_={"provider_uid": ins.excluded.provider_uid, "uidvalidity": ins.excluded.uidvalidity},
+        ).returning(literal_column("(xmax = 0)"))
+        # xmax = 0 only on freshly inserted rows: counts new emails, not re-fetched ones.
+        stored = sum(1 for (inserted,) in session.execute(stmt) if inserted)
+    max_uid = max((m.uid for m in batch), default=0)
+    session.execute(
+        update(Mailbox).where(Mailbox.id == mailbox_id).values(
+            last_uid=case((Mailbox.uidvalidity == validity, func.greatest(Mailbox.last_uid, max_uid)),
+                          else_=max_uid),
+            uidvalidity=validity,
+        )
+    )
+    session.commit()
+    return stored
+
+
+def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup = get_provider,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> SyncResult:
+    """Fetch the mailbox's messages after its cursor and store them, batch by batch.
+
+    Commits as it goes. A disconnected mailbox returns status ``skipped``; a provider
+    failure is recorded on the mailbox (``last_error``) and raised."""
+    mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        return SyncResult(mailbox_id, "skipped", reason="missing")
+    if mailbox.status != "connected" or mailbox.credential_ciphertext is None:
+        return SyncResult(mailbox_id, "skipped", reason="disconnected")
+    account = MailboxAccount(mailbox.id, mailbox.provider, mailbox.host, mailbox.port, mailbox.use_ssl,
+                             mailbox.username or mailbox.email_address, mailbox.folder)
+    secret = decrypt_credential(mailbox.credential_ciphertext)
+    known_validity, last_uid = mailbox.uidvalidity, mailbox.last_uid
+    session.commit()  # no transaction stays open while we talk to the mail server
+    result = SyncResult(mailbox_id, "synced")
+    try:
+        with providers(account.provider).connect(account, secret) as conn:
+            state = conn.folder_state()
+            result.full_resync = known_validity is not None and known_validity != state.validity
+            start = last_uid if known_validity == state.validity else 0
+            if result.full_resync:
+                log.warning("mailbox %s: UIDVALIDITY changed %s -> %s, full resync", mailbox_id,
+                            known_validity, state.validity)
+            for batch in conn.fetch_after(start, batch_size):
+                stored = _store_batch(session, mailbox_id, state.validity, batch)
+                if stored is None:
+                    log.info("mailbox %s disconnected during sync; stopping", mailbox_id)
+                    return SyncResult(mailbox_id, "skipped", result.fetched, result.stored,
+                                      result.full_resync, "disconnected")
+                result.fetched += len(batch)
+                result.stored += stored
+            if not _lock_if_connected(session, mailbox_id):
+                session.rollback()
+                return SyncResult(mailbox_id, "skipped", result.fetched, result.stored, result.full_resync,
+                                  "disconnected")
+            values: dict[str, Any] = {"last_synced_at": func.now(), "last_error": None, "uidvalidity": state.validity}
+            if result.full_resync and result.fetched == 0:
+                values["last_uid"] = 0  # the folder is empty under its new UIDVALIDITY
+            session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
+            session.commit()
+    except (MailProviderError, PlatformError) as exc:
+        session.rollback()
+        message = get_redactor().text(str(exc))[:2000]
+        session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(last_error=message))
+        session.commit()
+        raise
+    log.info("mailbox %s synced: fetched %s, stored %s, full_resync %s", mailbox_id, result.fetched,
+             result.stored, result.full_resync)
+    return result
+
+
+def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[SyncResult]:
+    """Sync every connected mailbox of the agency (tenant) database.
+
+    One failing mailbox does not stop the others; :class:`MailSyncFailed` is raised at
+    the end, naming the mailboxes that failed, so the run is retried (the retry is cheap:
+    the mailboxes that succeeded are already at their cursor)."""
+    ids = list(session.scalars(select(Mailbox.id).where(Mailbox.status == "connected").order_by(Mailbox.id)))
+    session.commit()
+    results: list[SyncResult] = []
+    failures: list[str] = []
+    for mailbox_id in ids:
+        try:
+            results.append(sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size))
+        except PlatformError as exc:
+            results.append(SyncResult(mailbox_id, "failed", reason=type(exc).__name__))
+            failures.append(f"mailbox {mailbox_id}: {exc}")
+    if failures:
+        raise MailSyncFailed(f"{len(failures)} of {len(ids)} mailboxes failed: " + "; ".join(failures)[:2000])
+    return results
+
+
+def sync_admin(session: Session, admin_id: int, *, providers: ProviderLookup = get_provider,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> SyncResult:
+    """Sync one admin's mailbox (skipped cleanly when it is disconnected or absent)."""
+    if session.get(Admin, admin_id) is None:
+        raise MailboxNotFound(f"admin {admin_id} does not exist in this agency")
+    mailbox_id = session.scalar(select(Mailbox.id).where(Mailbox.admin_id == admin_id))
+    if mailbox_id is None:
+        return SyncResult(0, "skipped", reason="no mailbox")
+    return sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size)
