@@ -218,8 +218,8 @@ def test_source_failure_is_reported_not_zero_filled(broker: Any) -> None:
     assert "jobs_queue_depth" not in names(s)
 
 
-def test_report_queue_and_huntington_batches_per_escrow_tenant(escrow_tenants: Any) -> None:
-    """Escrow tenant databases (migrated to heads, incl. e0001): open report requests and
+def test_report_queue_and_huntington_batches_per_escrow_tenant(escrow_tenants: Any) -> None:  # noqa: F811
+    """Escrow tenant databases (migrated to escrow@head): open report requests and
     non-final Huntington batches/items per tenant id; an unreachable tenant is counted, not hidden."""
     from sqlalchemy import create_engine
 
@@ -232,7 +232,8 @@ def test_report_queue_and_huntington_batches_per_escrow_tenant(escrow_tenants: A
         conn.execute(text("INSERT INTO cases (id, number, name) VALUES (1, 'C-1', 'Case')"))
         for age_s, status in ((900, 1), (60, 1), (30, 2), (5000, 3)):
             conn.execute(text("INSERT INTO report_requests (user_id, report_type, status, created_at) "
-                              "VALUES (1, 'statement', :s, now() - make_interval(secs => :a))"), {"s": status, "a": age_s})
+                              "VALUES (1, 'statement', :s, now() - make_interval(secs => :a))"),
+                         {"s": status, "a": age_s})
         for age_s, status in ((3600, "PROCESSING"), (100, "PENDING"), (9000, "COMPLETED"), (9000, "FAILED")):
             conn.execute(text("INSERT INTO huntington_batches (status, created_at, started_at) "
                               "VALUES (:s, now() - make_interval(secs => :a), now() - make_interval(secs => :a))"),
