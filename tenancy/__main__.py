@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = 0
             for t in list_tenants(active_only=not args.include_inactive):
                 try:
-                    migrate_tenant_database(t.database_url)
+                    migrate_tenant_database(t.database_url, t.product)
                     print(f"migrated {t.id} {t.slug}")
                 except Exception as exc:  # one tenant's failure never stops the others
                     failed += 1

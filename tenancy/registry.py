@@ -45,11 +45,16 @@ def default_database_url(slug: str) -> str:
     return url.set(database=f"tenant_{slug.replace('-', '_')}").render_as_string(hide_password=False)
 
 
-def migrate_tenant_database(database_url: str) -> None:
-    """Upgrade one tenant database to every head of the tenant migration tree."""
+def migrate_tenant_database(database_url: str, product: str) -> None:
+    """Upgrade one tenant database: the shared base and its product's branch of the
+    tenant migration tree (``escrow@head`` or ``casemgmt@head``). The two products have
+    separate schemas (both have a ``cases`` table, for instance), so a tenant database
+    never gets the other product's branch."""
+    if product not in PRODUCTS:
+        raise TenantError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("sqlalchemy.url", normalise_url(database_url).replace("%", "%%"))
-    command.upgrade(config, "heads")
+    command.upgrade(config, f"{product}@head")
 
 
 def create_database_if_missing(database_url: str) -> None:
@@ -73,7 +78,7 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
     if create_database:
         create_database_if_missing(url)
     if migrate:
-        migrate_tenant_database(url)
+        migrate_tenant_database(url, product)
     with control_session() as session:
         tenant = Tenant(slug=slug, name=name, product=product, database_url=url, active=True)
         session.add(tenant)

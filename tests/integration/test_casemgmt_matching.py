@@ -12,7 +12,6 @@ from tests.support.imap_server import make_message
 
 pytestmark = pytest.mark.integration
 # Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _matches(session) -> set[tuple]:

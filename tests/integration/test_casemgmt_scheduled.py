@@ -18,7 +18,6 @@ from tests.support.casemgmt_fixtures import seed_agency
 
 pytestmark = pytest.mark.integration
 # Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 

@@ -33,13 +33,13 @@ PREFIX = f"h5_{SESSION_TAG}"
 
 @pytest.fixture(scope="session")
 def agency_template() -> Iterator[str]:
-    """An agency database migrated with the tenant tree's ``upgrade heads``."""
+    """An agency database migrated with the tenant tree's ``casemgmt@head``."""
     if not _pg_ok():
         _unavailable(f"PostgreSQL at {BASE_PG}")
     from tenancy.registry import migrate_tenant_database
 
     name = f"{PREFIX}_tmpl"
-    migrate_tenant_database(create_database(name))
+    migrate_tenant_database(create_database(name), "casemgmt")
     yield name
     drop_database(name)
 

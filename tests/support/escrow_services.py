@@ -62,7 +62,7 @@ class TenantDb:
 @pytest.fixture(scope="session")
 def escrow_tenant_db() -> Iterator[TenantDb]:
     """One tenant database per test session (prefix ``h4_``), migrated with
-    ``alembic -c tenancy/alembic.ini upgrade heads`` exactly as an operator would."""
+    ``alembic -c tenancy/alembic.ini upgrade escrow@head`` exactly as an operator would."""
     if not _pg_ok():
         _unavailable("PostgreSQL")
     from jobcore.db import make_engine
@@ -70,7 +70,7 @@ def escrow_tenant_db() -> Iterator[TenantDb]:
     name = f"h4_tenant_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
     subprocess.run([sys.executable, "-m", "alembic", "-c", "tenancy/alembic.ini", "-x", f"url={url}", "upgrade",
-                    "heads"], cwd=ROOT, check=True, capture_output=True)
+                    "escrow@head"], cwd=ROOT, check=True, capture_output=True)
     engine = make_engine(url, pool_size=12)
     yield TenantDb(name, url, engine)
     engine.dispose()
