@@ -244,6 +244,11 @@ def test_report_queue_and_huntington_batches_per_escrow_tenant(escrow_tenants: A
     engine.dispose()
     with exporter() as scrape:
         s = scrape()
+        # The unreachable tenant is not retried on every scrape (each try costs a connect timeout).
+        again = scrape()
+        assert value(again, "jobs_exporter_tenant_failures") == 1
+        assert scrape.collector.tenant_engines.usable(healthy.database_url)
+        assert not scrape.collector.tenant_engines.usable(broken.database_url)
     t, e = str(healthy.id), str(empty.id)
     assert value(s, "jobs_report_requests", tenant_id=t, state="pending") == 2
     assert value(s, "jobs_report_requests", tenant_id=t, state="in_progress") == 1
