@@ -34,6 +34,7 @@ OPEN_STATUSES = ("PENDING", "STARTED")
 DEPTH_KINDS = ("ready", "in_flight", "delayed", "dead")
 STATS = ("p50", "p95", "max")
 SOURCES = ("ledger", "ticks", "redis", "domain")
+DISCOVERY_INTERVAL_S = 60.0
 
 
 def _ts(value: datetime | None) -> float:
@@ -58,6 +59,9 @@ class JobsCollector(Collector):
         self.tenant_engines = TenantEngines()
         self._lock = threading.Lock()
         self._redis: Any = None
+        # Queues found in Redis by SCAN (which walks the whole keyspace): refreshed once a minute.
+        self._discovered: set[str] = set()
+        self._discovered_at = 0.0
 
     # -- sources --------------------------------------------------------------------
     def _redis_client(self) -> Any:
@@ -97,7 +101,10 @@ class JobsCollector(Collector):
     def _redis_state(self, queues: set[str]) -> RedisSnapshot:
         client = self._redis_client()
         ns = self.settings.redis_namespace
-        return read_redis(client, ns, queues | discover_queues(client, ns),
+        if time.monotonic() - self._discovered_at > DISCOVERY_INTERVAL_S:
+            self._discovered = discover_queues(client, ns)
+            self._discovered_at = time.monotonic()
+        return read_redis(client, ns, queues | self._discovered,
                           worker_timeout_ms=self.settings.heartbeat_timeout_ms,
                           scheduler_timeout_ms=self.scheduler_timeout_ms)
 
