@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--product", required=True, choices=("escrow", "casemgmt"))
     p.add_argument("--database-url", help="default: tenant_<slug> on the control database's server")
-    p = sub.add_parser("migrate", help="upgrade every tenant database to the latest schema")
+    p = sub.add_parser("migrate", help="upgrade every tenant database to its product's latest schema")
     p.add_argument("--include-inactive", action="store_true")
     p = sub.add_parser("list", help="list tenants")
     p.add_argument("--product", choices=("escrow", "casemgmt"))
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = 0
             for t in list_tenants(active_only=not args.include_inactive):
                 try:
-                    migrate_tenant_database(t.database_url)
+                    migrate_tenant_database(t.database_url, t.product)
                     print(f"migrated {t.id} {t.slug}")
                 except Exception as exc:  # one tenant's failure never stops the others
                     failed += 1

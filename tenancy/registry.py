@@ -45,14 +45,31 @@ def default_database_url(slug: str) -> str:
     return url.set(database=f"tenant_{slug.replace('-', '_')}").render_as_string(hide_password=False)
 
 
-def migrate_tenant_database(database_url: str) -> None:
-    """Upgrade one tenant database to every head of the tenant migration tree."""
+def migration_target(product: str | None) -> str:
+    """The Alembic target of a tenant database: its product's branch head (``escrow@head``,
+    ``casemgmt@head``, which include the shared base ``t0001``), or every head when the
+    product is not given.
+
+    Why per product: the escrow (e0001) and case-management (c0001) branches both create
+    tables named ``cases`` and ``notifications``, so one database cannot hold both
+    branches; a tenant belongs to exactly one product anyway.
+    """
+    if product is None:
+        return "heads"
+    if product not in PRODUCTS:
+        raise TenantError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
+    return f"{product}@head"
+
+
+def migrate_tenant_database(database_url: str, product: str | None = None) -> None:
+    """Upgrade one tenant database to its product's branch head (see :func:`migration_target`)."""
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("sqlalchemy.url", normalise_url(database_url).replace("%", "%%"))
-    command.upgrade(config, "heads")
+    command.upgrade(config, migration_target(product))
 
 
 def create_database_if_missing(database_url: str) -> None:
+    """``CREATE DATABASE`` for the URL's database unless it exists (connects to ``postgres``)."""
     url = make_url(normalise_url(database_url))
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
@@ -73,7 +90,7 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
     if create_database:
         create_database_if_missing(url)
     if migrate:
-        migrate_tenant_database(url)
+        migrate_tenant_database(url, product)
     with control_session() as session:
         tenant = Tenant(slug=slug, name=name, product=product, database_url=url, active=True)
         session.add(tenant)
@@ -84,6 +101,7 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
 
 
 def list_tenants(*, product: str | None = None, active_only: bool = True) -> list[TenantInfo]:
+    """Tenants ordered by id, optionally of one product; only active ones unless told."""
     with control_session() as session:
         query = select(Tenant).order_by(Tenant.id)
         if product is not None:
@@ -116,6 +134,7 @@ def get_tenant(tenant_id: int) -> TenantInfo:
 
 
 def set_active(tenant_id: int, active: bool) -> None:
+    """Activate or deactivate a tenant (fan-outs skip inactive tenants)."""
     with control_session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:
