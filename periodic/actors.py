@@ -1,7 +1,8 @@
 """The periodic dispatcher actors, one per schedule (declared from the schedule data).
 
 The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
-target actor out over the tenants of its product. Fan-out message ids are derived from
+target actor out over the tenants of its product. A target that is not declared when
+the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out message ids are derived from
 (tick, tenant), and tenants already dispatched for the tick are skipped, so a retried
 or redelivered dispatcher never sends a tenant's run twice.
 """
@@ -28,13 +29,19 @@ def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
     """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
     import actors
     from jobcore.bulk import enqueue_many
-    from periodic.ticks import record_runs, tick_message_ids
+    from periodic.ticks import mark_failed, record_runs, tick_message_ids
     from tenancy.registry import list_tenants
 
     try:
         target = actors.broker.get_actor(schedule.target)
     except Exception:
-        raise UnknownActor(f"schedule {schedule.name}: target actor {schedule.target!r} is not declared") from None
+        # A target missing at tick time (not deployed on this worker, renamed) fails this
+        # tick, visibly: the tick row turns FAILED with the reason, the dispatcher run is
+        # an ERROR run (not retried: ``throws``), and the scheduler carries on.
+        error = UnknownActor(f"schedule {schedule.name}: target actor {schedule.target!r} is not declared")
+        if tick_id is not None:
+            mark_failed(tick_id, str(error))
+        raise error from None
     done = tick_message_ids(tick_id) if tick_id is not None else set()
     base = current_context()
     messages = []
@@ -59,7 +66,7 @@ def _declare(schedule: Schedule) -> None:
         return dispatch(schedule, tick_id)
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
-    options: dict[str, Any] = {"periodic": schedule.cadence}
+    options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}
     dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", **options)(run)
 
 

@@ -94,3 +94,25 @@ def test_a_periodic_message_delivered_90s_after_its_tick_still_runs_once(broker,
     row = wait_status(message.message_id, "FINISHED")
     assert (row["resolution"], row["attempts"]) == ("COMPLETED", 1)
     assert "90 s late" in worker.log or "s late" in worker.log
+
+
+def test_a_tick_whose_target_actor_is_missing_is_failed_and_the_scheduler_goes_on(
+        broker, start_worker, start_scheduler):
+    start_worker("tests.support.tenancy_actors")
+    scheduler = start_scheduler(only="test_missing_target,test_every_2s")
+    wait_for(lambda: len([r for r in ticks("test_missing_target") if r["status"] == "FAILED"]) >= 2, 20,
+             what="two FAILED ticks of the schedule with a missing target")
+    # The scheduler survived it and keeps sending the other schedule, whose runs complete.
+    before = len(ticks("test_every_2s"))
+    wait_for(lambda: len(ticks("test_every_2s")) >= before + 2, 10, what="further ticks of the healthy schedule")
+    assert scheduler.alive()
+    scheduler.kill()
+    failed = [r for r in ticks("test_missing_target") if r["status"] == "FAILED"]
+    assert all("'NO_SUCH_ACTOR' is not declared" in r["error"] and r["dispatchers"] == 1 for r in failed)
+    # Each failed tick is one ERROR dispatcher run, attempted once (UnknownActor is not retried).
+    wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE actor_name = 'periodic_test_missing_target' "
+                           "AND resolution = 'ERROR'") >= len(failed), 10, what="the dispatcher ERROR runs")
+    assert count("SELECT count(*) FROM job_runs WHERE actor_name = 'periodic_test_missing_target' "
+                 "AND attempts > 1") == 0
+    assert count("SELECT count(*) FROM job_runs WHERE actor_name = 'periodic_test_every_2s' "
+                 "AND resolution = 'COMPLETED'") >= 2

@@ -14,4 +14,7 @@ SCHEDULES = [
              timedelta(seconds=60), timedelta(seconds=30)),
     Schedule("test_every_5s_short_grace", "periodic_test_every_5s_short_grace", "TENANT_PROBE", EverySeconds(5),
              "escrow", "HIGH", timedelta(seconds=1), timedelta(seconds=30)),
+    # Targets an actor nobody declares: each tick must end FAILED, the scheduler must go on.
+    Schedule("test_missing_target", "periodic_test_missing_target", "NO_SUCH_ACTOR", EverySeconds(2), "escrow",
+             "LOW", timedelta(seconds=60), timedelta(seconds=30)),
 ]
