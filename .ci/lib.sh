@@ -81,10 +81,12 @@ ensure_venv() {
 }
 
 ensure_tools() {
-  # Command-line tools that tests drive: promtool (alert rules), docker-compose (config check).
+  # Servers and tools the tests drive: promtool and prometheus (alert rules, live alerting
+  # test), docker-compose (config check), dovecot (real IMAP server for email sync).
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
+  [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   # The Debian prometheus package starts a server on :9090 via its service; tests run their own.
 }

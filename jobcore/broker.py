@@ -124,9 +124,21 @@ class PlatformRedisBroker(RedisBroker):
     def heartbeats_key(self) -> str:
         return f"{self.namespace}:__heartbeats__"
 
+    @property
+    def workers_key(self) -> str:
+        """Registry of worker processes only (``__heartbeats__`` also holds producers,
+        which heartbeat whenever they enqueue); the exporter counts live workers here."""
+        return f"{self.namespace}:platform:workers"
+
     def heartbeat(self) -> None:
-        """Mark this broker (worker process) alive now."""
-        self.client.zadd(self.heartbeats_key, {self.broker_id: current_millis()})
+        """Mark this broker (worker process) alive now, for dramatiq's maintenance and for
+        the worker registry; registry entries silent for a day are dropped."""
+        now = current_millis()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.heartbeats_key, {self.broker_id: now})
+            pipe.zadd(self.workers_key, {self.broker_id: now})
+            pipe.zremrangebyscore(self.workers_key, 0, now - 86_400_000)
+            pipe.execute()
 
     def _should_do_maintenance(self, command: str) -> int:
         if getattr(self._force_maintenance, "on", False):

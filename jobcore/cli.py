@@ -291,6 +291,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         queued = example.send_with_options(args=("revoked before it ran",), delay=60_000)
         revoke(queued.message_id)
         sent.append(queued)
+    # Real domain work on the demo tenants, through the same fan-out the scheduler uses.
+    from tenancy.fanout import fan_out
+    from tenancy.registry import list_tenants
+
+    domain = [("job_user_offsite_tracking", "escrow"), ("job_account_balance_check", "escrow"),
+              ("agency_health_checks", "casemgmt"), ("agency_overnight_aggregations", "casemgmt")]
+    for actor_name, product in domain:
+        if actor_name in actors.broker.actors and list_tenants(product=product):
+            sent += fan_out(actor_name, product=product)
     ids = [m.message_id for m in sent]
     print(f"demo: sent {len(ids)} jobs; waiting for a worker (dramatiq actors) to finish them...", flush=True)
     deadline = time.monotonic() + args.timeout
@@ -300,8 +309,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             break
         time.sleep(0.5)
     rows = query_runs(message_ids=ids)
-    print(table(rows, ("id", "actor_name", "status", "resolution", "attempts", "wait_ms", "run_ms", "kwargs",
-                       "result")))
+    print(table(rows, ("id", "actor_name", "tenant_id", "status", "resolution", "attempts", "wait_ms", "run_ms",
+                       "kwargs", "result")))
     unfinished = [r for r in rows if r["status"] != "FINISHED"]
     if unfinished:
         print(f"demo: {len(unfinished)} runs did not finish within {args.timeout}s: is a worker running?",

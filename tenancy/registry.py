@@ -45,27 +45,16 @@ def default_database_url(slug: str) -> str:
     return url.set(database=f"tenant_{slug.replace('-', '_')}").render_as_string(hide_password=False)
 
 
-def migration_target(product: str | None) -> str:
-    """The Alembic target of a tenant database: its product's branch head (``escrow@head``,
-    ``casemgmt@head``, which include the shared base ``t0001``), or every head when the
-    product is not given.
-
-    Why per product: the escrow (e0001) and case-management (c0001) branches both create
-    tables named ``cases`` and ``notifications``, so one database cannot hold both
-    branches; a tenant belongs to exactly one product anyway.
-    """
-    if product is None:
-        return "heads"
+def migrate_tenant_database(database_url: str, product: str) -> None:
+    """Upgrade one tenant database: the shared base and its product's branch of the
+    tenant migration tree (``escrow@head`` or ``casemgmt@head``). The two products have
+    separate schemas (both have a ``cases`` table, for instance), so a tenant database
+    never gets the other product's branch."""
     if product not in PRODUCTS:
         raise TenantError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
-    return f"{product}@head"
-
-
-def migrate_tenant_database(database_url: str, product: str | None = None) -> None:
-    """Upgrade one tenant database to its product's branch head (see :func:`migration_target`)."""
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("sqlalchemy.url", normalise_url(database_url).replace("%", "%%"))
-    command.upgrade(config, migration_target(product))
+    command.upgrade(config, f"{product}@head")
 
 
 def create_database_if_missing(database_url: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 # Fixture modules of each area, registered here so test modules need not import them.
-pytest_plugins = ["tests.support.tenancy_fixtures"]
+pytest_plugins = ["tests.support.tenancy_fixtures", "tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PG = os.environ.get("TEST_PG_URL", "postgresql://root@127.0.0.1:5432")

@@ -26,8 +26,8 @@ def delete_expired(session: Session, table: str, now: datetime, *, batch_size: i
     if table not in TABLES:
         raise ValueError(f"not a cleanable table: {table}")
     stmt = text(f"""
-        DELETE FROM {table} WHERE id IN (
-            SELECT id FROM {table} WHERE expires_at < :now ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)
+        DELETE FROM casemgmt.{table} WHERE id IN (
+            SELECT id FROM casemgmt.{table} WHERE expires_at < :now ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)
     """)
     total = 0
     while True:

@@ -6,8 +6,8 @@ number of offending rows and ``sample_ids`` up to 20 of their ids. Checks that c
 be attributed to an agency (a case without one) are stored with ``agency_id`` NULL.
 The metrics exporter counts failing checks of the latest run with::
 
-    SELECT r.check_name, r.agency_id, r.failing_count FROM health_check_results r
-    WHERE r.run_id = (SELECT max(id) FROM health_check_runs WHERE finished_at IS NOT NULL)
+    SELECT r.check_name, r.agency_id, r.failing_count FROM casemgmt.health_check_results r
+    WHERE r.run_id = (SELECT max(id) FROM casemgmt.health_check_runs WHERE finished_at IS NOT NULL)
       AND r.status <> 'pass'
 """
 
@@ -43,27 +43,27 @@ class Check:
 
 CHECKS: tuple[Check, ...] = (
     Check("cases_without_agency", """
-        SELECT k.id FROM cases k LEFT JOIN agencies g ON g.id = k.agency_id
+        SELECT k.id FROM casemgmt.cases k LEFT JOIN casemgmt.agencies g ON g.id = k.agency_id
         WHERE k.deleted_at IS NULL AND (k.agency_id IS NULL OR g.deleted_at IS NOT NULL)""", per_agency=False),
     Check("contacts_invalid_email", """
-        SELECT c.id FROM contacts c JOIN cases k ON k.id = c.case_id
+        SELECT c.id FROM casemgmt.contacts c JOIN casemgmt.cases k ON k.id = c.case_id
         WHERE k.agency_id = :agency_id AND c.deleted_at IS NULL AND c.email IS NOT NULL
           AND c.email !~* :email_pattern"""),
     Check("emails_matched_to_deleted_cases", """
-        SELECT m.email_id FROM email_matches m JOIN cases k ON k.id = m.case_id
+        SELECT m.email_id FROM casemgmt.email_matches m JOIN casemgmt.cases k ON k.id = m.case_id
         WHERE k.agency_id = :agency_id AND k.deleted_at IS NOT NULL"""),
     Check("stale_mailbox_sync", """
-        SELECT b.id FROM mailboxes b JOIN admins a ON a.id = b.admin_id
+        SELECT b.id FROM casemgmt.mailboxes b JOIN casemgmt.admins a ON a.id = b.admin_id
         WHERE a.agency_id = :agency_id AND b.status = 'connected'
           AND coalesce(b.last_synced_at, b.connected_at) < :now - :stale"""),
     Check("connected_mailbox_without_credentials", """
-        SELECT b.id FROM mailboxes b JOIN admins a ON a.id = b.admin_id
+        SELECT b.id FROM casemgmt.mailboxes b JOIN casemgmt.admins a ON a.id = b.admin_id
         WHERE a.agency_id = :agency_id AND b.status = 'connected' AND b.credential_ciphertext IS NULL"""),
     Check("overdue_unsent_notifications", """
-        SELECT n.id FROM notifications n JOIN admins a ON a.id = n.admin_id
+        SELECT n.id FROM casemgmt.notifications n JOIN casemgmt.admins a ON a.id = n.admin_id
         WHERE a.agency_id = :agency_id AND n.sent_at IS NULL AND n.due_at < :now - :overdue"""),
     Check("closed_cases_without_closed_at", """
-        SELECT k.id FROM cases k
+        SELECT k.id FROM casemgmt.cases k
         WHERE k.agency_id = :agency_id AND k.deleted_at IS NULL
           AND ((k.status = 'closed' AND k.closed_at IS NULL) OR (k.status = 'open' AND k.closed_at IS NOT NULL))"""),
 )
@@ -78,7 +78,8 @@ def run_health_checks(session: Session, now: datetime, *, job_message_id: str | 
     run = HealthCheckRun(job_message_id=job_message_id, checks_failed=0)
     session.add(run)
     session.flush()
-    agencies = list(session.execute(text("SELECT id FROM agencies WHERE deleted_at IS NULL ORDER BY id")).scalars())
+    agencies = list(session.execute(text("SELECT id FROM casemgmt.agencies WHERE deleted_at IS NULL "
+                                         "ORDER BY id")).scalars())
     params: dict[str, Any] = {"now": now, "stale": STALE_SYNC, "overdue": OVERDUE_NOTIFICATION,
                               "email_pattern": EMAIL_PATTERN}
     failed = 0

@@ -24,6 +24,9 @@ from tenancy.session import tenant_session
 
 log = logging.getLogger(__name__)
 
+# Two queues so a burst of mail syncs (every agency at once, each possibly thousands of
+# messages) never delays reminders and the nightly jobs; workers consume both by default.
+EMAIL_QUEUE = "casemgmt_email"
 QUEUE = "casemgmt"
 MINUTE = 60_000
 
@@ -44,7 +47,7 @@ def _admin_id(admin_id: int | None) -> int:
     return int(value)
 
 
-@dramatiq.actor(actor_name="EMAIL_SYNC_AGENCY", queue_name=QUEUE, on_success="EMAIL_MATCHING",
+@dramatiq.actor(actor_name="EMAIL_SYNC_AGENCY", queue_name=EMAIL_QUEUE, on_success="EMAIL_MATCHING",
                 time_limit=30 * MINUTE, max_age=60 * MINUTE)
 def email_sync_agency() -> dict[str, Any]:
     """Sync every connected mailbox of the agency."""
@@ -55,7 +58,7 @@ def email_sync_agency() -> dict[str, Any]:
             "stored": sum(r.stored for r in results), "skipped": sum(r.status == "skipped" for r in results)}
 
 
-@dramatiq.actor(actor_name="EMAIL_SYNC_ADMIN", queue_name=QUEUE, on_success="EMAIL_MATCHING",
+@dramatiq.actor(actor_name="EMAIL_SYNC_ADMIN", queue_name=EMAIL_QUEUE, on_success="EMAIL_MATCHING",
                 time_limit=30 * MINUTE)
 def email_sync_admin(admin_id: int | None = None) -> dict[str, Any]:
     """Sync one admin's mailbox (a disconnected one ends cleanly as ``skipped``)."""
@@ -65,7 +68,7 @@ def email_sync_admin(admin_id: int | None = None) -> dict[str, Any]:
     return {"tenant_id": tenant_id, **result.to_dict()}
 
 
-@dramatiq.actor(actor_name="EMAIL_SYNC_DISCONNECT", queue_name=QUEUE)
+@dramatiq.actor(actor_name="EMAIL_SYNC_DISCONNECT", queue_name=EMAIL_QUEUE)
 def email_sync_disconnect(admin_id: int | None = None) -> dict[str, Any]:
     """Disconnect an admin's mailbox: no more syncs, credential deleted, mail kept."""
     tenant_id = _tenant_id()
@@ -74,7 +77,7 @@ def email_sync_disconnect(admin_id: int | None = None) -> dict[str, Any]:
     return {"tenant_id": tenant_id, "disconnected": changed}
 
 
-@dramatiq.actor(actor_name="EMAIL_MATCHING", queue_name=QUEUE, time_limit=30 * MINUTE)
+@dramatiq.actor(actor_name="EMAIL_MATCHING", queue_name=EMAIL_QUEUE, time_limit=30 * MINUTE)
 def email_matching(message_data: dict[str, Any] | None = None, result: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """Match the agency's unmatched emails to cases and contacts.
@@ -122,7 +125,9 @@ def agency_overnight_aggregations() -> dict[str, Any]:
 
 
 @dramatiq.actor(actor_name="agency_cleanup", queue_name=QUEUE, time_limit=20 * MINUTE)
-def agency_cleanup() -> dict[str, int]:
+def agency_cleanup() -> dict[str, list[list[Any]]]:
     """Delete the agency's expired sessions and tokens in batches."""
     with tenant_session(_tenant_id()) as session:
-        return cleanup.run_cleanup(session, datetime.now(UTC))
+        deleted = cleanup.run_cleanup(session, datetime.now(UTC))
+    # Pairs, not a mapping: a result key named "tokens" would be masked by the redactor.
+    return {"deleted": [[table, n] for table, n in deleted.items()]}

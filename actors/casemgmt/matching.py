@@ -18,17 +18,17 @@ from sqlalchemy.orm import Session
 log = logging.getLogger(__name__)
 
 _CLAIM = text("""
-    SELECT id FROM emails WHERE matched_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
+    SELECT id FROM casemgmt.emails WHERE matched_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
 """)
 
 # Contacts of live cases whose address is the sender or a recipient.
 _BY_ADDRESS = text("""
-    INSERT INTO email_matches (email_id, case_id, contact_id, match_type)
+    INSERT INTO casemgmt.email_matches (email_id, case_id, contact_id, match_type)
     SELECT DISTINCT ON (e.id, c.case_id) e.id, c.case_id, c.id, 'address'
-    FROM emails e
-    JOIN contacts c ON c.deleted_at IS NULL AND c.email IS NOT NULL
+    FROM casemgmt.emails e
+    JOIN casemgmt.contacts c ON c.deleted_at IS NULL AND c.email IS NOT NULL
      AND lower(c.email) = ANY(array_append(e.to_addresses || e.cc_addresses, e.from_address))
-    JOIN cases k ON k.id = c.case_id AND k.deleted_at IS NULL
+    JOIN casemgmt.cases k ON k.id = c.case_id AND k.deleted_at IS NULL
     WHERE e.id = ANY(:ids)
     ORDER BY e.id, c.case_id, c.id
     ON CONFLICT (email_id, case_id) DO NOTHING
@@ -36,12 +36,12 @@ _BY_ADDRESS = text("""
 
 # New emails join the cases of other emails in their thread ...
 _THREAD_IN = text("""
-    INSERT INTO email_matches (email_id, case_id, match_type)
+    INSERT INTO casemgmt.email_matches (email_id, case_id, match_type)
     SELECT DISTINCT e.id, m.case_id, 'thread'
-    FROM emails e
-    JOIN emails o ON o.thread_id = e.thread_id AND o.id <> e.id
-    JOIN email_matches m ON m.email_id = o.id
-    JOIN cases k ON k.id = m.case_id AND k.deleted_at IS NULL
+    FROM casemgmt.emails e
+    JOIN casemgmt.emails o ON o.thread_id = e.thread_id AND o.id <> e.id
+    JOIN casemgmt.email_matches m ON m.email_id = o.id
+    JOIN casemgmt.cases k ON k.id = m.case_id AND k.deleted_at IS NULL
     WHERE e.id = ANY(:ids)
     ON CONFLICT (email_id, case_id) DO NOTHING
 """)
@@ -49,16 +49,16 @@ _THREAD_IN = text("""
 # ... and earlier emails of a thread join a case that a new email was just matched to
 # (a reply can arrive, or be synced, before the message that starts the thread).
 _THREAD_OUT = text("""
-    INSERT INTO email_matches (email_id, case_id, match_type)
+    INSERT INTO casemgmt.email_matches (email_id, case_id, match_type)
     SELECT DISTINCT o.id, m.case_id, 'thread'
-    FROM email_matches m
-    JOIN emails e ON e.id = m.email_id AND e.id = ANY(:ids)
-    JOIN emails o ON o.thread_id = e.thread_id AND o.id <> e.id
-    JOIN cases k ON k.id = m.case_id AND k.deleted_at IS NULL
+    FROM casemgmt.email_matches m
+    JOIN casemgmt.emails e ON e.id = m.email_id AND e.id = ANY(:ids)
+    JOIN casemgmt.emails o ON o.thread_id = e.thread_id AND o.id <> e.id
+    JOIN casemgmt.cases k ON k.id = m.case_id AND k.deleted_at IS NULL
     ON CONFLICT (email_id, case_id) DO NOTHING
 """)
 
-_MARK = text("UPDATE emails SET matched_at = now() WHERE id = ANY(:ids)")
+_MARK = text("UPDATE casemgmt.emails SET matched_at = now() WHERE id = ANY(:ids)")
 
 
 @dataclass

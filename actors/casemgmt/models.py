@@ -6,15 +6,21 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TS = DateTime(timezone=True)
 
 
+SCHEMA = "casemgmt"
+
+
 class AgencyBase(DeclarativeBase):
-    """Metadata of the agency database (separate from the control database's models)."""
+    """Metadata of the agency database (separate from the control database's models);
+    every table is in the ``casemgmt`` schema (see the c0001 migration)."""
+
+    metadata = MetaData(schema=SCHEMA)
 
 
 class Agency(AgencyBase):
@@ -30,7 +36,7 @@ class Agency(AgencyBase):
 class Admin(AgencyBase):
     __tablename__ = "admins"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.agencies.id"))
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
@@ -39,8 +45,8 @@ class Admin(AgencyBase):
 class Case(AgencyBase):
     __tablename__ = "cases"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agencies.id"))
-    owner_admin_id: Mapped[int | None] = mapped_column(ForeignKey("admins.id"))
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.agencies.id"))
+    owner_admin_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.admins.id"))
     reference: Mapped[str] = mapped_column(String(50))
     title: Mapped[str] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(20), server_default="open")
@@ -52,7 +58,7 @@ class Case(AgencyBase):
 class Contact(AgencyBase):
     __tablename__ = "contacts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.cases.id"))
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     deleted_at: Mapped[datetime | None] = mapped_column(TS)
@@ -61,7 +67,7 @@ class Contact(AgencyBase):
 class Mailbox(AgencyBase):
     __tablename__ = "mailboxes"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     provider: Mapped[str] = mapped_column(String(20), server_default="imap")
     email_address: Mapped[str] = mapped_column(String(320))
     host: Mapped[str | None] = mapped_column(String(255))
@@ -84,7 +90,7 @@ class Mailbox(AgencyBase):
 class Email(AgencyBase):
     __tablename__ = "emails"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"))
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.mailboxes.id"))
     message_id: Mapped[str] = mapped_column(String(998))
     uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
     provider_uid: Mapped[int | None] = mapped_column(BigInteger)
@@ -104,9 +110,9 @@ class Email(AgencyBase):
 class EmailMatch(AgencyBase):
     __tablename__ = "email_matches"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id"))
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    email_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.emails.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.cases.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.contacts.id"))
     match_type: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(TS, server_default="now()")
 
@@ -114,8 +120,8 @@ class EmailMatch(AgencyBase):
 class Reminder(AgencyBase):
     __tablename__ = "reminders"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.cases.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     remind_at: Mapped[datetime] = mapped_column(TS)
     message: Mapped[str] = mapped_column(Text)
 
@@ -123,8 +129,8 @@ class Reminder(AgencyBase):
 class CaseEvent(AgencyBase):
     __tablename__ = "case_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.cases.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     title: Mapped[str] = mapped_column(String(300))
     starts_at: Mapped[datetime] = mapped_column(TS)
 
@@ -134,7 +140,7 @@ class Notification(AgencyBase):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     source_id: Mapped[int] = mapped_column(Integer)
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
@@ -156,8 +162,8 @@ class HealthCheckRun(AgencyBase):
 class HealthCheckResult(AgencyBase):
     __tablename__ = "health_check_results"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("health_check_runs.id"))
-    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agencies.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.health_check_runs.id"))
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("casemgmt.agencies.id"))
     check_name: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(10))
     failing_count: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -168,7 +174,7 @@ class HealthCheckResult(AgencyBase):
 
 class DailyStatistics(AgencyBase):
     __tablename__ = "daily_statistics"
-    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.agencies.id"), primary_key=True)
     stat_date: Mapped[date] = mapped_column(Date, primary_key=True)
     cases_opened: Mapped[int] = mapped_column(Integer)
     cases_closed: Mapped[int] = mapped_column(Integer)
@@ -182,7 +188,7 @@ class DailyStatistics(AgencyBase):
 class AdminSession(AgencyBase):
     __tablename__ = "sessions"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TS, server_default="now()")
     expires_at: Mapped[datetime] = mapped_column(TS)
@@ -191,7 +197,7 @@ class AdminSession(AgencyBase):
 class Token(AgencyBase):
     __tablename__ = "tokens"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("casemgmt.admins.id"))
     kind: Mapped[str] = mapped_column(String(30))
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TS, server_default="now()")

@@ -64,32 +64,32 @@ def smtp_from_settings(settings: Settings | None = None) -> SmtpFactory:
 
 
 _GENERATE_REMINDERS = text("""
-    INSERT INTO notifications (kind, source_id, admin_id, recipient, subject, body, due_at)
+    INSERT INTO casemgmt.notifications (kind, source_id, admin_id, recipient, subject, body, due_at)
     SELECT 'reminder', r.id, a.id, a.email,
            left('Reminder' || coalesce(': ' || k.reference || ' ' || k.title, ''), 300), r.message, r.remind_at
-    FROM reminders r
-    JOIN admins a ON a.id = r.admin_id AND a.active
-    LEFT JOIN cases k ON k.id = r.case_id
+    FROM casemgmt.reminders r
+    JOIN casemgmt.admins a ON a.id = r.admin_id AND a.active
+    LEFT JOIN casemgmt.cases k ON k.id = r.case_id
     WHERE r.remind_at <= :now AND (k.id IS NULL OR k.deleted_at IS NULL)
     ON CONFLICT (kind, source_id) DO NOTHING
 """)
 
 _GENERATE_EVENTS = text("""
-    INSERT INTO notifications (kind, source_id, admin_id, recipient, subject, body, due_at)
+    INSERT INTO casemgmt.notifications (kind, source_id, admin_id, recipient, subject, body, due_at)
     SELECT 'upcoming_event', ev.id, a.id, a.email,
            left('Upcoming: ' || ev.title, 300),
            ev.title || ' (case ' || k.reference || ') starts at ' || to_char(ev.starts_at AT TIME ZONE 'UTC',
                                                                          'YYYY-MM-DD HH24:MI') || ' UTC',
            ev.starts_at - :horizon
-    FROM case_events ev
-    JOIN admins a ON a.id = ev.admin_id AND a.active
-    JOIN cases k ON k.id = ev.case_id AND k.deleted_at IS NULL
+    FROM casemgmt.case_events ev
+    JOIN casemgmt.admins a ON a.id = ev.admin_id AND a.active
+    JOIN casemgmt.cases k ON k.id = ev.case_id AND k.deleted_at IS NULL
     WHERE ev.starts_at > :now AND ev.starts_at <= :now + :horizon
     ON CONFLICT (kind, source_id) DO NOTHING
 """)
 
 _CLAIM = text("""
-    SELECT id, kind, recipient, subject, body FROM notifications
+    SELECT id, kind, recipient, subject, body FROM casemgmt.notifications
     WHERE sent_at IS NULL AND due_at <= :now AND attempts < :max_attempts AND id > :after
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 """)
@@ -145,14 +145,14 @@ def send_due_notifications(session: Session, smtp: SmtpFactory, now: datetime, *
                 client.send_message(_email(row, sender, tenant_tag))
             except (smtplib.SMTPException, OSError) as exc:
                 error = get_redactor().text(f"{type(exc).__name__}: {exc}")[:2000]
-                session.execute(text("UPDATE notifications SET attempts = attempts + 1, last_error = :e "
+                session.execute(text("UPDATE casemgmt.notifications SET attempts = attempts + 1, last_error = :e "
                                      "WHERE id = :id"), {"e": error, "id": row.id})
                 session.commit()
                 result.failed += 1
                 log.warning("notification %s not sent: %s", row.id, error)
                 client = None  # reconnect for the next one
                 continue
-            session.execute(text("UPDATE notifications SET sent_at = now(), attempts = attempts + 1, "
+            session.execute(text("UPDATE casemgmt.notifications SET sent_at = now(), attempts = attempts + 1, "
                                  "last_error = NULL WHERE id = :id"), {"id": row.id})
             session.commit()
             result.sent += 1

@@ -12,6 +12,9 @@ Safety rules, each relied on by a test:
 * Disconnect: each batch first locks the mailbox row and checks it is still connected;
   a disconnected mailbox ends the sync cleanly (status ``skipped``), and no batch can be
   written after EMAIL_SYNC_DISCONNECT has committed.
+
+Sync only adds: a message deleted on the server stays in the agency database (synced
+mail is part of the case record), as does all mail of a disconnected mailbox.
 """
 
 from __future__ import annotations
@@ -151,7 +154,9 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
 
     Commits as it goes. A disconnected mailbox returns status ``skipped``; a provider
     failure is recorded on the mailbox (``last_error``) and raised."""
-    mailbox = session.get(Mailbox, mailbox_id)
+    # populate_existing: another session (a concurrent or redelivered sync) may have
+    # advanced the cursor since this session last loaded the Mailbox; read it afresh.
+    mailbox = session.get(Mailbox, mailbox_id, populate_existing=True)
     if mailbox is None:
         return SyncResult(mailbox_id, "skipped", reason="missing")
     if mailbox.status != "connected" or mailbox.credential_ciphertext is None:
@@ -189,10 +194,14 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
             session.commit()
     except (MailProviderError, PlatformError) as exc:
         session.rollback()
+        # The provider's text may echo the credential (some servers do); the secret is
+        # registered with the redactor, and the error we store and raise is the masked text.
         message = get_redactor().text(str(exc))[:2000]
         session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(last_error=message))
         session.commit()
-        raise
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
     log.info("mailbox %s synced: fetched %s, stored %s, full_resync %s", mailbox_id, result.fetched,
              result.stored, result.full_resync)
     return result
@@ -214,7 +223,7 @@ def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
             results.append(sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size))
         except PlatformError as exc:
             results.append(SyncResult(mailbox_id, "failed", reason=type(exc).__name__))
-            failures.append(f"mailbox {mailbox_id}: {exc}")
+            failures.append(get_redactor().text(f"mailbox {mailbox_id}: {exc}"))
     if failures:
         raise MailSyncFailed(f"{len(failures)} of {len(ids)} mailboxes failed: " + "; ".join(failures)[:2000])
     return results

@@ -187,8 +187,9 @@ def _send_item(session: Session, batch_id: int, item: Row[Any], bank: BankGatewa
             session.commit()
             return "COMPLETED"
         key = item.idempotency_key
-        session.execute(text("UPDATE huntington_batch_items SET attempt = attempt + 1, submitted_at = now() "
-                             "WHERE id = :i"), {"i": item_id})
+        session.execute(text("UPDATE huntington_batch_items SET attempt = attempt + 1, submitted_at = now(), "
+                             "updated_at = now() WHERE id = :i"), {"i": item_id})
+        _event(session, item_id, "SUBMITTING", "SUBMITTING", actor, f"not at the bank on resume; re-sent as {key}")
         session.commit()
     else:
         # Rule 1: the key is committed before the bank can possibly see the transfer.

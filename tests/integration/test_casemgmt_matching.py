@@ -7,17 +7,16 @@ from sqlalchemy import text
 
 from actors.casemgmt.matching import match_emails
 from actors.casemgmt.sync import sync_mailbox
-from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency
-from tests.support.imap_server import make_message
+from tests.support.casemgmt_data import connect_imap_mailbox, seed_agency
+from tests.support.imap_messages import make_message
 
 pytestmark = pytest.mark.integration
-# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _matches(session) -> set[tuple]:
     return set(session.execute(text(
-        "SELECT e.subject, m.case_id, m.match_type FROM email_matches m JOIN emails e ON e.id = m.email_id")).all())
+        "SELECT e.subject, m.case_id, m.match_type FROM casemgmt.email_matches m JOIN casemgmt.emails e ON e.id = "
+        "m.email_id")).all())
 
 
 def test_matching_by_address_and_thread_is_idempotent(agency_db, imap_server):
@@ -25,7 +24,7 @@ def test_matching_by_address_and_thread_is_idempotent(agency_db, imap_server):
     seeded = seed_agency(session, cases=3)
     case_a, case_b, case_c = seeded.case_ids
     client_a, client_b = seeded.contact_emails[case_a], seeded.contact_emails[case_b]
-    session.execute(text("UPDATE cases SET deleted_at = now() WHERE id = :c"), {"c": case_c})
+    session.execute(text("UPDATE casemgmt.cases SET deleted_at = now() WHERE id = :c"), {"c": case_c})
     session.commit()
     user, _ = imap_server.add_user()
     me = f"{user}@agency.example"
@@ -47,11 +46,11 @@ def test_matching_by_address_and_thread_is_idempotent(agency_db, imap_server):
                 ("re: thread a", case_a, "thread")}
     assert _matches(session) == expected
     assert (first.processed, first.matches) == (5, 3)
-    assert session.execute(text("SELECT count(*) FROM emails WHERE matched_at IS NULL")).scalar_one() == 0
+    assert session.execute(text("SELECT count(*) FROM casemgmt.emails WHERE matched_at IS NULL")).scalar_one() == 0
 
     again = match_emails(session)  # a redelivered EMAIL_MATCHING
     assert (again.processed, again.matches) == (0, 0)
-    session.execute(text("UPDATE emails SET matched_at = NULL"))  # even forced to re-examine everything
+    session.execute(text("UPDATE casemgmt.emails SET matched_at = NULL"))  # even forced to re-examine everything
     session.commit()
     assert match_emails(session).matches == 0
     assert _matches(session) == expected

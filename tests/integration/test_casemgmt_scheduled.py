@@ -14,11 +14,9 @@ from actors.casemgmt.aggregations import run_overnight_aggregations
 from actors.casemgmt.cleanup import delete_expired, run_cleanup
 from actors.casemgmt.health import CHECKS, run_health_checks
 from actors.casemgmt.notifications import NotificationSendFailed, run_notifications
-from tests.support.casemgmt_fixtures import seed_agency
+from tests.support.casemgmt_data import seed_agency
 
 pytestmark = pytest.mark.integration
-# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 
@@ -30,12 +28,12 @@ def _smtp(sink):
 def _seed_notifications(session, seeded) -> None:
     admin = seeded.admin_ids[0]
     case = seeded.case_ids[0]
-    session.execute(text("INSERT INTO reminders (case_id, admin_id, remind_at, message) VALUES "
+    session.execute(text("INSERT INTO casemgmt.reminders (case_id, admin_id, remind_at, message) VALUES "
                          "(:c, :a, :due, 'call the client'), (:c, :a, :due2, 'file the motion'), "
                          "(:c, :a, :later, 'not yet')"),
                     {"c": case, "a": admin, "due": NOW - timedelta(minutes=5), "due2": NOW - timedelta(hours=2),
                      "later": NOW + timedelta(hours=3)})
-    session.execute(text("INSERT INTO case_events (case_id, admin_id, title, starts_at) VALUES "
+    session.execute(text("INSERT INTO casemgmt.case_events (case_id, admin_id, title, starts_at) VALUES "
                          "(:c, :a, 'Hearing', :soon), (:c, :a, 'Deposition', :far)"),
                     {"c": case, "a": admin, "soon": NOW + timedelta(hours=5), "far": NOW + timedelta(days=3)})
     session.commit()
@@ -52,7 +50,7 @@ def test_notifications_are_sent_once_even_when_the_job_runs_twice(agency_db, smt
     assert (second.generated, second.sent) == (0, 0)
 
     # Two overlapping runs after new work appears still send each notification once.
-    session.execute(text("INSERT INTO reminders (case_id, admin_id, remind_at, message) "
+    session.execute(text("INSERT INTO casemgmt.reminders (case_id, admin_id, remind_at, message) "
                          "SELECT :c, :a, :due, 'batch ' || g FROM generate_series(1, 20) g"),
                     {"c": seeded.case_ids[0], "a": seeded.admin_ids[0], "due": NOW - timedelta(minutes=1)})
     session.commit()
@@ -73,7 +71,7 @@ def test_notifications_are_sent_once_even_when_the_job_runs_twice(agency_db, smt
     assert sum(s.startswith("Upcoming: Hearing") for s in subjects) == 1
     assert not any("Deposition" in s for s in subjects)  # outside the 24 h horizon
     assert all(m["To"].startswith("admin0.") for m in smtp_sink.messages)
-    assert session.execute(text("SELECT count(*) FROM notifications WHERE sent_at IS NULL")).scalar_one() == 0
+    assert session.execute(text("SELECT count(*) FROM casemgmt.notifications WHERE sent_at IS NULL")).scalar_one() == 0
 
 
 def test_smtp_failure_keeps_notifications_unsent_for_the_next_run(agency_db, smtp_sink):
@@ -86,7 +84,7 @@ def test_smtp_failure_keeps_notifications_unsent_for_the_next_run(agency_db, smt
 
     with pytest.raises(NotificationSendFailed):
         run_notifications(session, refused, NOW, sender="jobs@agency.example")
-    assert session.execute(text("SELECT count(*) FROM notifications WHERE sent_at IS NULL AND attempts = 1 "
+    assert session.execute(text("SELECT count(*) FROM casemgmt.notifications WHERE sent_at IS NULL AND attempts = 1 "
                                 "AND last_error IS NOT NULL")).scalar_one() == 3
     assert run_notifications(session, _smtp(smtp_sink), NOW, sender="jobs@agency.example").sent == 3
     assert len(smtp_sink.messages) == 3
@@ -98,34 +96,38 @@ def test_health_checks_store_one_result_per_check_agency_and_run(agency_db):
     good = seed_agency(session, admins=1, cases=1)
     a, admin = seeded.agency_id, seeded.admin_ids[0]
     c1, c2, c3 = seeded.case_ids
-    session.execute(text("INSERT INTO cases (agency_id, reference, title) VALUES (NULL, 'ORPHAN-1', 'orphan')"))
-    session.execute(text("INSERT INTO contacts (case_id, name, email) VALUES (:c, 'Bad', 'not-an-email')"), {"c": c1})
-    session.execute(text("INSERT INTO mailboxes (admin_id, email_address, status, credential_ciphertext, "
+    session.execute(text("INSERT INTO casemgmt.cases (agency_id, reference, title) VALUES (NULL, 'ORPHAN-1', "
+                         "'orphan')"))
+    session.execute(text("INSERT INTO casemgmt.contacts (case_id, name, email) VALUES (:c, 'Bad', "
+                         "'not-an-email')"), {"c": c1})
+    session.execute(text("INSERT INTO casemgmt.mailboxes (admin_id, email_address, status, credential_ciphertext, "
                          "connected_at, last_synced_at) VALUES (:a, 'm@agency.example', 'connected', NULL, "
                          ":old, :old)"), {"a": admin, "old": NOW - timedelta(hours=30)})
-    mailbox = session.execute(text("SELECT id FROM mailboxes")).scalar_one()
-    email = session.execute(text("INSERT INTO emails (mailbox_id, message_id, thread_id) VALUES (:m, '<e@x>', "
+    mailbox = session.execute(text("SELECT id FROM casemgmt.mailboxes")).scalar_one()
+    email = session.execute(text("INSERT INTO casemgmt.emails (mailbox_id, message_id, thread_id) VALUES (:m, '<e@x>', "
                                  "'<e@x>') RETURNING id"), {"m": mailbox}).scalar_one()
-    session.execute(text("INSERT INTO email_matches (email_id, case_id, match_type) VALUES (:e, :c, 'address')"),
+    session.execute(text("INSERT INTO casemgmt.email_matches (email_id, case_id, match_type) VALUES (:e, :c, "
+                         "'address')"),
                     {"e": email, "c": c2})
-    session.execute(text("UPDATE cases SET deleted_at = now() WHERE id = :c"), {"c": c2})
-    session.execute(text("INSERT INTO notifications (kind, source_id, admin_id, recipient, subject, body, due_at) "
+    session.execute(text("UPDATE casemgmt.cases SET deleted_at = now() WHERE id = :c"), {"c": c2})
+    session.execute(text("INSERT INTO casemgmt.notifications (kind, source_id, admin_id, recipient, subject, body, "
+                         "due_at) "
                          "VALUES ('reminder', 1, :a, 'x@agency.example', 's', 'b', :due)"),
                     {"a": admin, "due": NOW - timedelta(hours=3)})
-    session.execute(text("UPDATE cases SET status = 'closed' WHERE id = :c"), {"c": c3})
+    session.execute(text("UPDATE casemgmt.cases SET status = 'closed' WHERE id = :c"), {"c": c3})
     session.commit()
 
     run_id = run_health_checks(session, NOW, job_message_id="m-1")
     rows = session.execute(text("SELECT check_name, agency_id, status, failing_count, sample_ids "
-                                "FROM health_check_results WHERE run_id = :r"), {"r": run_id}).all()
+                                "FROM casemgmt.health_check_results WHERE run_id = :r"), {"r": run_id}).all()
     per_agency = [c for c in CHECKS if c.per_agency]
     assert len(rows) == len(per_agency) * 2 + (len(CHECKS) - len(per_agency))
     failing = {(r.check_name, r.agency_id): (r.failing_count, r.sample_ids) for r in rows if r.status == "fail"}
-    orphan = session.execute(text("SELECT id FROM cases WHERE reference = 'ORPHAN-1'")).scalar_one()
+    orphan = session.execute(text("SELECT id FROM casemgmt.cases WHERE reference = 'ORPHAN-1'")).scalar_one()
     assert failing == {
         ("cases_without_agency", None): (1, [orphan]),
         ("contacts_invalid_email", a): (1, [session.execute(text(
-            "SELECT id FROM contacts WHERE email = 'not-an-email'")).scalar_one()]),
+            "SELECT id FROM casemgmt.contacts WHERE email = 'not-an-email'")).scalar_one()]),
         ("emails_matched_to_deleted_cases", a): (1, [email]),
         ("stale_mailbox_sync", a): (1, [mailbox]),
         ("connected_mailbox_without_credentials", a): (1, [mailbox]),
@@ -133,16 +135,16 @@ def test_health_checks_store_one_result_per_check_agency_and_run(agency_db):
         ("closed_cases_without_closed_at", a): (1, [c3]),
     }
     assert all(r.status == "pass" for r in rows if r.agency_id == good.agency_id)
-    assert session.execute(text("SELECT checks_failed FROM health_check_runs WHERE id = :r"),
+    assert session.execute(text("SELECT checks_failed FROM casemgmt.health_check_runs WHERE id = :r"),
                            {"r": run_id}).scalar_one() == 7
 
     # A second run is stored separately; fixing the data shows in it, not in the old run.
-    session.execute(text("UPDATE contacts SET email = 'fixed@clients.example' WHERE email = 'not-an-email'"))
+    session.execute(text("UPDATE casemgmt.contacts SET email = 'fixed@clients.example' WHERE email = 'not-an-email'"))
     session.commit()
     second = run_health_checks(session, NOW)
     assert second != run_id
     counts = dict(session.execute(text("SELECT run_id, count(*) FILTER (WHERE status = 'fail') "
-                                       "FROM health_check_results GROUP BY run_id")).all())
+                                       "FROM casemgmt.health_check_results GROUP BY run_id")).all())
     assert counts == {run_id: 7, second: 6}
 
 
@@ -153,17 +155,17 @@ def test_overnight_aggregation_is_idempotent_per_agency_and_local_day(agency_db)
     yesterday = date(2026, 11, 21)
     # 2026-11-21 23:30 in New York is 2026-11-22 04:30 UTC: New York's yesterday, not UTC's.
     late_ny = datetime(2026, 11, 22, 4, 30, tzinfo=UTC)
-    session.execute(text("INSERT INTO cases (agency_id, reference, title, opened_at) VALUES "
+    session.execute(text("INSERT INTO casemgmt.cases (agency_id, reference, title, opened_at) VALUES "
                          "(:a, 'N1', 'n1', :late), (:a, 'N2', 'n2', :early), (:b, 'U1', 'u1', :late)"),
                     {"a": ny.agency_id, "b": other.agency_id, "late": late_ny,
                      "early": datetime(2026, 11, 20, 12, tzinfo=UTC)})
-    session.execute(text("UPDATE cases SET status = 'closed', closed_at = :t WHERE reference = 'N2'"),
+    session.execute(text("UPDATE casemgmt.cases SET status = 'closed', closed_at = :t WHERE reference = 'N2'"),
                     {"t": datetime(2026, 11, 21, 18, tzinfo=UTC)})
     session.commit()
 
     def stats() -> dict:
         return {(r.agency_id, r.stat_date): (r.cases_opened, r.cases_closed, r.open_cases)
-                for r in session.execute(text("SELECT * FROM daily_statistics"))}
+                for r in session.execute(text("SELECT * FROM casemgmt.daily_statistics"))}
 
     assert run_overnight_aggregations(session, NOW) == 4  # 2 agencies x 2 days
     first = stats()
@@ -171,9 +173,10 @@ def test_overnight_aggregation_is_idempotent_per_agency_and_local_day(agency_db)
     assert first[(other.agency_id, yesterday)] == (0, 0, 0)
     assert first[(other.agency_id, date(2026, 11, 20))] == (0, 0, 0)
     run_overnight_aggregations(session, NOW)
-    assert stats() == first and session.execute(text("SELECT count(*) FROM daily_statistics")).scalar_one() == 4
+    assert stats() == first and session.execute(text("SELECT count(*) FROM "
+                                                     "casemgmt.daily_statistics")).scalar_one() == 4
     # Late data: a recomputation overwrites the row instead of adding to it.
-    session.execute(text("UPDATE cases SET deleted_at = now() WHERE reference = 'N1'"))
+    session.execute(text("UPDATE casemgmt.cases SET deleted_at = now() WHERE reference = 'N1'"))
     session.commit()
     run_overnight_aggregations(session, NOW)
     assert stats()[(ny.agency_id, yesterday)] == (0, 1, 0)
@@ -186,13 +189,13 @@ def test_cleanup_deletes_only_expired_rows_in_batches_and_skips_locked_ones(agen
     for table in ("sessions", "tokens"):
         kind = ", 'reset'" if table == "tokens" else ""
         cols = "admin_id, kind, token_hash, expires_at" if table == "tokens" else "admin_id, token_hash, expires_at"
-        session.execute(text(f"INSERT INTO {table} ({cols}) SELECT :a{kind}, md5(g::text || '{table}'), "
+        session.execute(text(f"INSERT INTO casemgmt.{table} ({cols}) SELECT :a{kind}, md5(g::text || '{table}'), "
                              f"CASE WHEN g <= 2500 THEN :past ELSE :future END FROM generate_series(1, 2600) g"),
                         {"a": admin, "past": NOW - timedelta(minutes=1), "future": NOW + timedelta(days=1)})
     session.commit()
-    locked_id = session.execute(text("SELECT min(id) FROM sessions")).scalar_one()
+    locked_id = session.execute(text("SELECT min(id) FROM casemgmt.sessions")).scalar_one()
     holder = agency_db()  # the web app is touching one expired session right now
-    holder.execute(text("SELECT id FROM sessions WHERE id = :i FOR UPDATE"), {"i": locked_id})
+    holder.execute(text("SELECT id FROM casemgmt.sessions WHERE id = :i FOR UPDATE"), {"i": locked_id})
 
     statements: list[str] = []
     from sqlalchemy import event
@@ -208,5 +211,6 @@ def test_cleanup_deletes_only_expired_rows_in_batches_and_skips_locked_ones(agen
     assert len(statements) == 6  # 3 batches per table: 1000 + 1000 + <1000
     holder.rollback()
     assert delete_expired(session, "sessions", NOW) == 1  # picked up by the next run
-    assert session.execute(text("SELECT count(*) FROM sessions")).scalar_one() == 100
-    assert session.execute(text("SELECT count(*) FROM tokens WHERE expires_at < :n"), {"n": NOW}).scalar_one() == 0
+    assert session.execute(text("SELECT count(*) FROM casemgmt.sessions")).scalar_one() == 100
+    expired = text("SELECT count(*) FROM casemgmt.tokens WHERE expires_at < :n")
+    assert session.execute(expired, {"n": NOW}).scalar_one() == 0

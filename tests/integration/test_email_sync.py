@@ -8,21 +8,21 @@ import pytest
 from sqlalchemy import text
 
 from actors.casemgmt.sync import disconnect_mailbox, sync_admin, sync_agency, sync_mailbox
-from tests.support.casemgmt_fixtures import connect_imap_mailbox, seed_agency
-from tests.support.imap_server import make_message
+from tests.support.casemgmt_data import connect_imap_mailbox, seed_agency
+from tests.support.imap_messages import make_message
 
 pytestmark = pytest.mark.integration
-# Fixture modules (agency databases, dovecot, aiosmtpd) of this area.
-pytest_plugins = ["tests.support.casemgmt_fixtures", "tests.support.imap_server"]
 
 
 def _emails(session, mailbox_id: int) -> list[tuple]:
-    return session.execute(text("SELECT message_id, provider_uid, uidvalidity FROM emails WHERE mailbox_id = :m "
+    return session.execute(text("SELECT message_id, provider_uid, uidvalidity FROM casemgmt.emails WHERE "
+                                "mailbox_id = :m "
                                 "ORDER BY message_id"), {"m": mailbox_id}).all()
 
 
 def _cursor(session, mailbox_id: int) -> tuple:
-    return session.execute(text("SELECT uidvalidity, last_uid FROM mailboxes WHERE id = :m"), {"m": mailbox_id}).one()
+    return session.execute(text("SELECT uidvalidity, last_uid FROM casemgmt.mailboxes WHERE id = :m"),
+                           {"m": mailbox_id}).one()
 
 
 def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap_server):
@@ -32,6 +32,9 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
     imap_server.append(user, *[make_message(f"first {i}", "a@x.example", [f"{user}@agency.example"])
                                for i in range(3)])
     mailbox_id = connect_imap_mailbox(session, seeded.admin_ids[0], imap_server, user)
+    from actors.casemgmt.models import Mailbox
+
+    held = session.get(Mailbox, mailbox_id)  # kept in the session: must not hide the advanced cursor
 
     first = sync_mailbox(session, mailbox_id, batch_size=2)
     assert (first.status, first.fetched, first.stored, first.full_resync) == ("synced", 3, 3, False)
@@ -40,6 +43,7 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
 
     again = sync_mailbox(session, mailbox_id)
     assert (again.fetched, again.stored) == (0, 0)  # nothing new: nothing fetched
+    assert held.last_uid == 3
 
     imap_server.append(user, make_message("second", "b@x.example", [f"{user}@agency.example"]))
     third = sync_mailbox(session, mailbox_id)
@@ -47,9 +51,9 @@ def test_incremental_sync_fetches_only_messages_after_the_cursor(agency_db, imap
     assert _cursor(session, mailbox_id)[1] == 4
     rows = _emails(session, mailbox_id)
     assert len(rows) == 4 and sorted(r.provider_uid for r in rows) == [1, 2, 3, 4]
-    subjects = set(session.execute(text("SELECT subject FROM emails")).scalars())
+    subjects = set(session.execute(text("SELECT subject FROM casemgmt.emails")).scalars())
     assert subjects == {"first 0", "first 1", "first 2", "second"}
-    assert session.execute(text("SELECT last_synced_at IS NOT NULL FROM mailboxes")).scalar_one()
+    assert session.execute(text("SELECT last_synced_at IS NOT NULL FROM casemgmt.mailboxes")).scalar_one()
 
 
 def test_uidvalidity_change_resyncs_everything_without_duplicates(agency_db, imap_server):
@@ -98,10 +102,10 @@ def test_processing_the_same_sync_twice_stores_each_email_once(agency_db, imap_s
         t.join(60)
     assert not errors
     # ... and once more afterwards, with the cursor rewound as if the first commit was lost.
-    session.execute(text("UPDATE mailboxes SET last_uid = 0"))
+    session.execute(text("UPDATE casemgmt.mailboxes SET last_uid = 0"))
     session.commit()
     assert sync_mailbox(session, mailbox_id).stored == 0
-    assert session.execute(text("SELECT count(*), count(DISTINCT message_id) FROM emails")).one() == (30, 30)
+    assert session.execute(text("SELECT count(*), count(DISTINCT message_id) FROM casemgmt.emails")).one() == (30, 30)
 
 
 def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(agency_db, imap_server):
@@ -119,7 +123,8 @@ def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(ag
     session.commit()
     assert disconnect_mailbox(session, seeded.admin_ids[0]) is False  # idempotent
     session.commit()
-    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM mailboxes WHERE id = :m"),
+    status, credential = session.execute(text("SELECT status, credential_ciphertext FROM casemgmt.mailboxes WHERE "
+                                              "id = :m"),
                                          {"m": mailbox_id}).one()
     assert (status, credential) == ("disconnected", None)
 
@@ -128,7 +133,7 @@ def test_disconnect_keeps_mail_deletes_credential_and_later_syncs_end_cleanly(ag
     assert (queued.status, queued.reason, queued.fetched) == ("skipped", "disconnected", 0)
     results = sync_agency(session)  # the periodic sync no longer touches it
     assert [r.mailbox_id for r in results] != [] and mailbox_id not in [r.mailbox_id for r in results]
-    subjects = set(session.execute(text("SELECT subject FROM emails WHERE mailbox_id = :m"),
+    subjects = set(session.execute(text("SELECT subject FROM casemgmt.emails WHERE mailbox_id = :m"),
                                    {"m": mailbox_id}).scalars())
     assert subjects == {"kept"}
 
@@ -162,4 +167,30 @@ def test_disconnect_during_a_running_sync_stops_before_the_next_batch(agency_db,
     finally:
         sync_module._store_batch = real_store
     assert (result.status, result.reason, result.stored) == ("skipped", "disconnected", 2)
-    assert session.execute(text("SELECT count(*) FROM emails")).scalar_one() == 2
+    assert session.execute(text("SELECT count(*) FROM casemgmt.emails")).scalar_one() == 2
+
+
+def test_an_echoed_password_is_masked_in_logs_stored_errors_and_raised_errors(agency_db, imap_server, caplog):
+    import logging
+
+    from actors.casemgmt.errors import MailProviderError, MailSyncFailed
+    from tests.support.casemgmt_leaky_provider import LeakyImapProvider
+
+    secret = "PLANTED-domain-pw-51c0d9"
+    session = agency_db()
+    seeded = seed_agency(session)
+    user, _ = imap_server.add_user()
+    mailbox_id = connect_imap_mailbox(session, seeded.admin_ids[0], imap_server, user, password=secret)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(MailSyncFailed) as raised:
+        sync_agency(session, providers=lambda name: LeakyImapProvider())
+    with pytest.raises(MailProviderError) as direct:  # one mailbox, as EMAIL_SYNC_ADMIN does
+        sync_mailbox(session, mailbox_id, providers=lambda name: LeakyImapProvider())
+    last_error = session.execute(text("SELECT last_error FROM casemgmt.mailboxes WHERE id = :m"),
+                                 {"m": mailbox_id}).scalar_one()
+    outputs = {"raised": str(raised.value), "raised by sync_mailbox": str(direct.value), "stored": last_error,
+               "logs": caplog.text,
+               "traceback": "".join(__import__("traceback").format_exception(raised.value))}
+    assert "LOGIN" in outputs["raised"] and "[REDACTED]" in last_error  # the echo happened, masked
+    for name, output in outputs.items():
+        assert secret not in output, f"secret leaked into {name}"

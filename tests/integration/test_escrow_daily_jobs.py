@@ -133,6 +133,22 @@ def test_dr_approval_never_approves_a_request_changed_meanwhile(tenant, smtp_ser
                          k=f"dr_approved:{target}:%") == 0
 
 
+def test_dr_approval_with_smtp_down_keeps_approvals_and_sends_the_outbox_on_the_next_run(tenant, smtp_server):
+    from actors.escrow.mail import MailError, SmtpSender
+    from tests.support.chaos import free_port
+
+    _, drs = _seed_drs(tenant)
+    down = SmtpSender(host="127.0.0.1", port=free_port(), sender="x@seedtrust.test", timeout=2)
+    with tenant.session() as s, pytest.raises(MailError):
+        approve_due_requests(s, down, now=NOW)
+    assert tenant.scalar("SELECT count(*) FROM disbursement_requests WHERE status = 'APPROVED'") == 2
+    assert tenant.scalar("SELECT count(*) FROM notifications WHERE status = 'PENDING'") == 6
+    with tenant.session() as s:  # the broker's retry: nothing left to approve, the outbox goes out
+        retry = approve_due_requests(s, smtp_sender(smtp_server), now=NOW)
+    assert retry.approved == [] and retry.emailed == 6
+    assert len(smtp_server.received()) == 6
+
+
 # -- case close reminders -----------------------------------------------------------------------
 def test_close_reminders_go_to_escrow_specialists_of_cases_closing_today(tenant, smtp_server):
     with tenant.session() as s:

@@ -92,11 +92,18 @@ def test_resumed_batch_asks_the_bank_before_resending_an_item_caught_mid_call(te
                    "WHERE id = :i", k=key, i=ids[0])
     _client(bank).submit(TransferRequest(key, "ACH", __import__("decimal").Decimal("10.00"), "Beneficiary 0",
                                          "tok_0000", f"batch {batch_id} item {ids[0]}"))
+    # Item 2: the worker died before its request left; the bank has nothing under the key.
+    key2 = idempotency_key(batch_id, ids[1])
+    tenant.execute("UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :k, attempt = 1 "
+                   "WHERE id = :i", k=key2, i=ids[1])
     with tenant.session() as s:
         outcome = process_batch(s, batch_id, _client(bank))
     assert outcome.status == "COMPLETED"
-    assert bank.stats()["submits"][key] == 1  # found by key, not re-sent
-    assert _items(tenant, batch_id)[ids[0]].status == "COMPLETED"
+    stats = bank.stats()
+    assert stats["submits"][key] == 1  # found by key, not re-sent
+    assert stats["submits"][key2] == 1 and len(stats["transfers"]) == 2  # not found: sent once, same key
+    items = _items(tenant, batch_id)
+    assert items[ids[0]].status == items[ids[1]].status == "COMPLETED" and items[ids[1]].attempt == 2
 
 
 def test_lost_response_leaves_the_item_unknown_and_auto_heal_completes_it(tenant, bank):

@@ -62,15 +62,19 @@ class TenantDb:
 @pytest.fixture(scope="session")
 def escrow_tenant_db() -> Iterator[TenantDb]:
     """One tenant database per test session (prefix ``h4_``), migrated with
-    ``alembic -c tenancy/alembic.ini upgrade heads`` exactly as an operator would."""
+    ``alembic -c tenancy/alembic.ini upgrade escrow@head`` exactly as an operator would."""
     if not _pg_ok():
         _unavailable("PostgreSQL")
     from jobcore.db import make_engine
 
     name = f"h4_tenant_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
-    subprocess.run([sys.executable, "-m", "alembic", "-c", "tenancy/alembic.ini", "-x", f"url={url}", "upgrade",
-                    "heads"], cwd=ROOT, check=True, capture_output=True)
+    try:
+        subprocess.run([sys.executable, "-m", "alembic", "-c", "tenancy/alembic.ini", "-x", f"url={url}", "upgrade",
+                        "escrow@head"], cwd=ROOT, check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        drop_database(name)
+        raise AssertionError(f"tenant migration failed:\n{exc.stderr.decode(errors='replace')}") from None
     engine = make_engine(url, pool_size=12)
     yield TenantDb(name, url, engine)
     engine.dispose()

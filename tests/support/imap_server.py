@@ -24,12 +24,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import pytest
+
+from tests.support.imap_messages import make_message
+
+__all__ = ["ImapServer", "imap_server", "make_message", "start_dovecot"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -79,24 +80,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def make_message(subject: str, sender: str, to: list[str], *, message_id: str | None = None,
-                 in_reply_to: str | None = None, references: list[str] | None = None,
-                 body: str = "hello", date: datetime | None = None) -> bytes:
-    """An RFC 5322 message as bytes."""
-    msg = EmailMessage()
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = ", ".join(to)
-    msg["Date"] = format_datetime(date or datetime.now(UTC))
-    msg["Message-ID"] = message_id or make_msgid(domain="test.example")
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = " ".join(references)
-    msg.set_content(body)
-    return bytes(msg)
 
 
 @dataclass
@@ -213,8 +196,9 @@ def start_dovecot(root: Path) -> ImapServer:
         uid, gid = entry.pw_uid, entry.pw_gid
     for sub in ("run", "state", "mail", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("mail", "home"):
-        os.chown(root / sub, uid, gid) if os.getuid() == 0 else None
+    if os.getuid() == 0:
+        for sub in ("mail", "home"):
+            os.chown(root / sub, uid, gid)
     (root / "users").mkdir()
     (root / "users").chmod(0o755)
     port = _free_port()
@@ -246,13 +230,19 @@ def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer
     """One dovecot for the test session (each test creates its own users)."""
     if not os.path.exists(DOVECOT):
         _unavailable("dovecot is not installed (apt-get install dovecot-imapd)")
-    # Not under pytest's 0700 tmp tree: dovecot's auth user must traverse to the users file.
-    root = Path(tempfile.mkdtemp(prefix="imap_dovecot_"))
-    try:
-        server = start_dovecot(root)
-    except RuntimeError as exc:
-        _unavailable(str(exc))
-        raise
+    # The port is picked free and then bound by dovecot: another process can take it in
+    # between on a busy machine, so try a few fresh ports (each in a fresh directory).
+    for attempt in range(5):
+        # Not under pytest's 0700 tmp tree: dovecot's auth user must traverse to the users file.
+        root = Path(tempfile.mkdtemp(prefix="imap_dovecot_"))
+        try:
+            server = start_dovecot(root)
+            break
+        except RuntimeError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            if attempt == 4 or "Address already in use" not in str(exc):
+                _unavailable(str(exc))
+                raise
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)

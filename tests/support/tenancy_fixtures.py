@@ -1,4 +1,4 @@
-"""Tenant databases for tests: one migrated template per product, cloned per tenant (fast)."""
+"""Tenant databases for tests: one migrated template, cloned per tenant (fast)."""
 
 from __future__ import annotations
 
@@ -11,29 +11,28 @@ from tests.conftest import BASE_PG, SESSION_TAG, admin_execute, create_database,
 
 @pytest.fixture(scope="session")
 def tenant_template(control_db: str) -> Iterator[Callable[[str], str]]:
-    """``tenant_template(product)``: the name of a database migrated to that product's
-    branch head, used as ``CREATE DATABASE ... TEMPLATE`` (built once per session)."""
+    """Per product, a migrated tenant database used as CREATE DATABASE ... TEMPLATE."""
     from tenancy.registry import migrate_tenant_database
 
-    built: dict[str, str] = {}
+    made: dict[str, str] = {}
 
     def template(product: str) -> str:
-        if product not in built:
+        if product not in made:
             name = f"jpt_{SESSION_TAG}_tmpl_{product}"
             migrate_tenant_database(create_database(name), product)
-            built[product] = name
-        return built[product]
+            made[product] = name
+        return made[product]
 
     yield template
-    for name in built.values():
+    for name in made.values():
         drop_database(name)
 
 
 @pytest.fixture()
 def make_tenants(tenant_template: Callable[[str], str], clean_state: None) -> Iterator[Callable[..., list]]:
     """Factory: ``make_tenants(n, product="escrow", down={i, ...})`` registers n tenants,
-    each with its own database cloned from the product's template; tenants in ``down``
-    point at a port where nothing listens."""
+    each with its own database cloned from the template; tenants in ``down`` point at a
+    port where nothing listens."""
     from tenancy.registry import create_tenant
 
     created: list[str] = []

@@ -1,10 +1,16 @@
 """case management (Orchid) agency schema: agencies, admins, cases, contacts, mailboxes,
 emails and matches, notifications, health checks, daily statistics, sessions and tokens
 
+Every table lives in the PostgreSQL schema ``casemgmt``: each tenant database is upgraded
+to every head of the shared tree, and the escrow branch has tables of the same names
+(``cases``, ``notifications``), so each product keeps to its own namespace.
+
 Revision ID: c0001
 Revises: t0001
 Create Date: 2026-11-22
 """
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -15,6 +21,11 @@ branch_labels = ("casemgmt",)
 depends_on = None
 
 TS = sa.DateTime(timezone=True)
+SCHEMA = "casemgmt"
+
+
+def _table(name: str, *elements: Any) -> None:
+    op.create_table(name, *elements, schema=SCHEMA)
 
 
 def _now() -> sa.TextClause:
@@ -22,7 +33,8 @@ def _now() -> sa.TextClause:
 
 
 def upgrade() -> None:
-    op.create_table(
+    op.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    _table(
         "agencies",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(300), nullable=False),
@@ -31,10 +43,10 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
         sa.Column("deleted_at", TS),
     )
-    op.create_table(
+    _table(
         "admins",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("agency_id", sa.Integer, sa.ForeignKey("agencies.id"), nullable=False),
+        sa.Column("agency_id", sa.Integer, sa.ForeignKey("casemgmt.agencies.id"), nullable=False),
         sa.Column("email", sa.String(320), nullable=False, unique=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
@@ -42,11 +54,11 @@ def upgrade() -> None:
     )
     # agency_id is nullable on purpose: legacy imports created cases without one, and the
     # health check "cases_without_agency" reports them instead of the schema hiding them.
-    op.create_table(
+    _table(
         "cases",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("agency_id", sa.Integer, sa.ForeignKey("agencies.id")),
-        sa.Column("owner_admin_id", sa.Integer, sa.ForeignKey("admins.id")),
+        sa.Column("agency_id", sa.Integer, sa.ForeignKey("casemgmt.agencies.id")),
+        sa.Column("owner_admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id")),
         sa.Column("reference", sa.String(50), nullable=False, unique=True),
         sa.Column("title", sa.String(300), nullable=False),
         sa.Column("status", sa.String(20), nullable=False, server_default="open"),
@@ -55,20 +67,20 @@ def upgrade() -> None:
         sa.Column("deleted_at", TS),
         sa.CheckConstraint("status IN ('open', 'closed')", name="ck_cases_status"),
     )
-    op.create_table(
+    _table(
         "contacts",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id")),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("casemgmt.cases.id")),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("email", sa.String(320)),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
         sa.Column("deleted_at", TS),
     )
-    op.create_index("ix_contacts_email_lower", "contacts", [sa.text("lower(email)")])
-    op.create_table(
+    op.create_index("ix_contacts_email_lower", "contacts", [sa.text("lower(email)")], schema=SCHEMA)
+    _table(
         "mailboxes",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False, unique=True),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False, unique=True),
         sa.Column("provider", sa.String(20), nullable=False, server_default="imap"),
         sa.Column("email_address", sa.String(320), nullable=False),
         sa.Column("host", sa.String(255)),
@@ -94,10 +106,10 @@ def upgrade() -> None:
         sa.CheckConstraint("provider IN ('imap', 'gmail', 'msgraph')", name="ck_mailboxes_provider"),
         sa.CheckConstraint("credential_kind IN ('password', 'oauth_token')", name="ck_mailboxes_credential_kind"),
     )
-    op.create_table(
+    _table(
         "emails",
         sa.Column("id", sa.BigInteger, primary_key=True),
-        sa.Column("mailbox_id", sa.Integer, sa.ForeignKey("mailboxes.id"), nullable=False),
+        sa.Column("mailbox_id", sa.Integer, sa.ForeignKey("casemgmt.mailboxes.id"), nullable=False),
         # RFC 5322 Message-ID, or "<sha256:...>" of the headers when a message has none:
         # the identity that survives a UIDVALIDITY change.
         sa.Column("message_id", sa.String(998), nullable=False),
@@ -116,44 +128,45 @@ def upgrade() -> None:
         sa.Column("matched_at", TS),
         sa.UniqueConstraint("mailbox_id", "message_id", name="uq_emails_mailbox_message_id"),
     )
-    op.create_index("ix_emails_thread_id", "emails", ["thread_id"])
-    op.create_index("ix_emails_unmatched", "emails", ["id"], postgresql_where=sa.text("matched_at IS NULL"))
-    op.create_table(
+    op.create_index("ix_emails_thread_id", "emails", ["thread_id"], schema=SCHEMA)
+    op.create_index("ix_emails_unmatched", "emails", ["id"], postgresql_where=sa.text("matched_at IS NULL"),
+                    schema=SCHEMA)
+    _table(
         "email_matches",
         sa.Column("id", sa.BigInteger, primary_key=True),
-        sa.Column("email_id", sa.BigInteger, sa.ForeignKey("emails.id"), nullable=False),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
-        sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id")),
+        sa.Column("email_id", sa.BigInteger, sa.ForeignKey("casemgmt.emails.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("casemgmt.cases.id"), nullable=False),
+        sa.Column("contact_id", sa.Integer, sa.ForeignKey("casemgmt.contacts.id")),
         sa.Column("match_type", sa.String(20), nullable=False),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
         sa.UniqueConstraint("email_id", "case_id", name="uq_email_matches_email_case"),
         sa.CheckConstraint("match_type IN ('address', 'thread')", name="ck_email_matches_type"),
     )
-    op.create_table(
+    _table(
         "reminders",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id")),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("casemgmt.cases.id")),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False),
         sa.Column("remind_at", TS, nullable=False),
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
     )
-    op.create_table(
+    _table(
         "case_events",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False),
+        sa.Column("case_id", sa.Integer, sa.ForeignKey("casemgmt.cases.id"), nullable=False),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False),
         sa.Column("title", sa.String(300), nullable=False),
         sa.Column("starts_at", TS, nullable=False),
     )
     # The outbox of scheduled notifications; sent_at is the sent marker. (kind, source_id)
     # is unique so generating the notification for a reminder or event twice is a no-op.
-    op.create_table(
+    _table(
         "notifications",
         sa.Column("id", sa.BigInteger, primary_key=True),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("source_id", sa.Integer, nullable=False),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False),
         sa.Column("recipient", sa.String(320), nullable=False),
         sa.Column("subject", sa.String(300), nullable=False),
         sa.Column("body", sa.Text, nullable=False),
@@ -165,8 +178,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("kind", "source_id", name="uq_notifications_kind_source"),
         sa.CheckConstraint("kind IN ('reminder', 'upcoming_event')", name="ck_notifications_kind"),
     )
-    op.create_index("ix_notifications_unsent", "notifications", ["due_at"], postgresql_where=sa.text("sent_at IS NULL"))
-    op.create_table(
+    op.create_index("ix_notifications_unsent", "notifications", ["due_at"],
+                    postgresql_where=sa.text("sent_at IS NULL"), schema=SCHEMA)
+    _table(
         "health_check_runs",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("job_message_id", sa.String(64)),
@@ -174,11 +188,12 @@ def upgrade() -> None:
         sa.Column("finished_at", TS),
         sa.Column("checks_failed", sa.Integer, nullable=False, server_default="0"),
     )
-    op.create_table(
+    _table(
         "health_check_results",
         sa.Column("id", sa.BigInteger, primary_key=True),
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("health_check_runs.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("agency_id", sa.Integer, sa.ForeignKey("agencies.id")),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("casemgmt.health_check_runs.id", ondelete="CASCADE"),
+                  nullable=False),
+        sa.Column("agency_id", sa.Integer, sa.ForeignKey("casemgmt.agencies.id")),
         sa.Column("check_name", sa.String(100), nullable=False),
         sa.Column("status", sa.String(10), nullable=False),
         sa.Column("failing_count", sa.Integer, nullable=False, server_default="0"),
@@ -187,10 +202,10 @@ def upgrade() -> None:
         sa.Column("checked_at", TS, nullable=False, server_default=_now()),
         sa.CheckConstraint("status IN ('pass', 'fail', 'error')", name="ck_health_check_results_status"),
     )
-    op.create_index("ix_health_check_results_run", "health_check_results", ["run_id", "status"])
-    op.create_table(
+    op.create_index("ix_health_check_results_run", "health_check_results", ["run_id", "status"], schema=SCHEMA)
+    _table(
         "daily_statistics",
-        sa.Column("agency_id", sa.Integer, sa.ForeignKey("agencies.id"), primary_key=True),
+        sa.Column("agency_id", sa.Integer, sa.ForeignKey("casemgmt.agencies.id"), primary_key=True),
         sa.Column("stat_date", sa.Date, primary_key=True),
         sa.Column("cases_opened", sa.Integer, nullable=False),
         sa.Column("cases_closed", sa.Integer, nullable=False),
@@ -200,29 +215,30 @@ def upgrade() -> None:
         sa.Column("notifications_sent", sa.Integer, nullable=False),
         sa.Column("computed_at", TS, nullable=False, server_default=_now()),
     )
-    op.create_table(
+    _table(
         "sessions",
         sa.Column("id", sa.BigInteger, primary_key=True),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
         sa.Column("expires_at", TS, nullable=False),
     )
-    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"])
-    op.create_table(
+    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"], schema=SCHEMA)
+    _table(
         "tokens",
         sa.Column("id", sa.BigInteger, primary_key=True),
-        sa.Column("admin_id", sa.Integer, sa.ForeignKey("admins.id"), nullable=False),
+        sa.Column("admin_id", sa.Integer, sa.ForeignKey("casemgmt.admins.id"), nullable=False),
         sa.Column("kind", sa.String(30), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
         sa.Column("expires_at", TS, nullable=False),
     )
-    op.create_index("ix_tokens_expires_at", "tokens", ["expires_at"])
+    op.create_index("ix_tokens_expires_at", "tokens", ["expires_at"], schema=SCHEMA)
 
 
 def downgrade() -> None:
     for table in ("tokens", "sessions", "daily_statistics", "health_check_results", "health_check_runs",
                   "notifications", "case_events", "reminders", "email_matches", "emails", "mailboxes",
                   "contacts", "cases", "admins", "agencies"):
-        op.drop_table(table)
+        op.drop_table(table, schema=SCHEMA)
+    op.execute(f"DROP SCHEMA IF EXISTS {SCHEMA}")
