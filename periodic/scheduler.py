@@ -125,7 +125,8 @@ def run() -> int:
     settings = get_settings()
     actors.broker.ping()
     if not settings.schedules_active:
-        log.warning("Schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set); idling")
+        log.warning("Scheduler %s idle: schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set)",
+                    os.getpid())
         threading.Event().wait()
     scheduler = TickScheduler([a for a in actors.broker.actors.values() if "periodic" in a.options])
     scheduler.actors = [entry[1] for entry in scheduler.schedules.values()]
