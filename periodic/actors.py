@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 
 from jobcore.context import current_context
 from jobcore.errors import UnknownActor
+from periodic.cadence import EverySeconds
 from periodic.schedules import Schedule, all_schedules
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ def _declare(schedule: Schedule) -> None:
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
     options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}
+    if not isinstance(schedule.cadence, EverySeconds):
+        # A daily/weekly/3-day tick must run once however late it is delivered (workers
+        # down for hours): the platform's default max_age would expire it. Interval ticks
+        # keep the default: a newer tick comes within minutes and does the same work.
+        options["max_age"] = 0
     dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", **options)(run)
 
 
