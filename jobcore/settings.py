@@ -47,7 +47,8 @@ class Settings:
     # Prefix of every Redis key the broker and the platform write; lets tests and
     # several deployments share one Redis.
     redis_namespace: str = "dramatiq"
-    posthog_api_key: str = ""
+    # Secrets are kept out of repr() so a logged Settings object leaks nothing.
+    posthog_api_key: str = field(default="", repr=False)
     posthog_host: str = "https://us.i.posthog.com"
     # Seconds the PostHog client waits per HTTP request; events are sent from a
     # background thread so a slow PostHog never blocks a job.
@@ -99,13 +100,13 @@ class Settings:
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_user: str = ""
-    smtp_password: str = ""
+    smtp_password: str = field(default="", repr=False)
     smtp_from: str = "jobs@localhost"
     smtp_starttls: bool = False
     smtp_timeout: float = 10.0
     # --- escrow platform externals -------------------------------------------------
     internal_api_url: str = "http://127.0.0.1:8080/internal/status"
-    internal_api_key: str = ""
+    internal_api_key: str = field(default="", repr=False)
     s3_bucket: str = "seedtrust-status"
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
@@ -113,6 +114,10 @@ class Settings:
     bank_gateway_url: str = "http://127.0.0.1:8099"
     bank_timeout: float = 10.0
     http_timeout: float = 10.0
+    # --- case management ---------------------------------------------------------------
+    # Fernet keys for mailbox credentials at rest, newest first (rotation: prepend a key,
+    # restart workers; old ciphertexts still decrypt with the later keys).
+    casemgmt_credential_keys: tuple[str, ...] = field(default=(), repr=False)
     # --- observability -------------------------------------------------------------
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 9300

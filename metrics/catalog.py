@@ -68,8 +68,11 @@ def known_actors() -> dict[str, str]:
 
 
 def known_schedules() -> list[ScheduleSpec]:
-    """Every schedule (``periodic.schedules.all_schedules``) with its effective severity."""
+    """Every schedule (``periodic.schedules.all_schedules``) with its effective severity.
+    ``SCHEDULES_ONLY=name,...`` (the scheduler's own subset switch) limits it to the schedules
+    that the deployment's scheduler runs, so the others do not alert as late."""
     from periodic.schedules import all_schedules
 
+    only = {n.strip() for n in os.environ.get("SCHEDULES_ONLY", "").split(",") if n.strip()}
     return [ScheduleSpec(s.name, effective_severity(s.name, s.severity), s.grace, s.max_runtime, s.cadence)
-            for s in all_schedules()]
+            for s in all_schedules() if not only or s.name in only]

@@ -17,11 +17,19 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from metrics.catalog import ScheduleSpec, known_actors, known_schedules, urgency
-from metrics.domain import BATCH_NON_FINAL, ITEM_NON_FINAL, REPORT_OPEN, DomainSnapshot, TenantEngines, read_domain
+from metrics.domain import (
+    BATCH_NON_FINAL,
+    HEALTH_CHECK_NAMES,
+    ITEM_NON_FINAL,
+    REPORT_OPEN,
+    DomainSnapshot,
+    TenantEngines,
+    read_domain,
+)
 from metrics.ledger import LedgerSnapshot, read_ledger
 from metrics.redis_state import RedisSnapshot, discover_queues, read_redis
 from metrics.ticks import ScheduleState, read_ticks
@@ -34,6 +42,10 @@ OPEN_STATUSES = ("PENDING", "STARTED")
 DEPTH_KINDS = ("ready", "in_flight", "delayed", "dead")
 STATS = ("p50", "p95", "max")
 SOURCES = ("ledger", "ticks", "redis", "domain")
+DISCOVERY_INTERVAL_S = 60.0
+
+
+PLATFORM_EVENT_KINDS = ("reconciled", "reconcile_closed", "stuck_fetch_requeued")
 
 
 def _ts(value: datetime | None) -> float:
@@ -58,6 +70,9 @@ class JobsCollector(Collector):
         self.tenant_engines = TenantEngines()
         self._lock = threading.Lock()
         self._redis: Any = None
+        # Queues found in Redis by SCAN (which walks the whole keyspace): refreshed once a minute.
+        self._discovered: set[str] = set()
+        self._discovered_at = 0.0
 
     # -- sources --------------------------------------------------------------------
     def _redis_client(self) -> Any:
@@ -97,7 +112,10 @@ class JobsCollector(Collector):
     def _redis_state(self, queues: set[str]) -> RedisSnapshot:
         client = self._redis_client()
         ns = self.settings.redis_namespace
-        return read_redis(client, ns, queues | discover_queues(client, ns),
+        if time.monotonic() - self._discovered_at > DISCOVERY_INTERVAL_S:
+            self._discovered = discover_queues(client, ns)
+            self._discovered_at = time.monotonic()
+        return read_redis(client, ns, queues | self._discovered,
                           worker_timeout_ms=self.settings.heartbeat_timeout_ms,
                           scheduler_timeout_ms=self.scheduler_timeout_ms)
 
@@ -199,6 +217,15 @@ class JobsCollector(Collector):
                                 "in dramatiq's __heartbeats__")
         ids.add_metric([], float(s.broker_ids_alive))
         yield ids
+        events = CounterMetricFamily("jobs_platform_events", "Reliability interventions: lost runs re-enqueued "
+                                     "(reconciled) or closed (reconcile_closed), stuck fetches requeued",
+                                     labels=["kind"])
+        for kind in PLATFORM_EVENT_KINDS:
+            events.add_metric([kind], float(s.platform_events.get(kind, 0)))
+        yield events
+        spool = GaugeMetricFamily("jobs_ledger_spool_length", "Ledger transitions waiting in Redis for PostgreSQL")
+        spool.add_metric([], float(s.spool_length))
+        yield spool
         schedulers = GaugeMetricFamily("jobs_schedulers_alive", "Scheduler processes with a recent heartbeat")
         schedulers.add_metric([], float(s.schedulers_alive))
         yield schedulers
@@ -287,6 +314,14 @@ class JobsCollector(Collector):
                 n, age = s.items.get((tenant, status), (0, 0.0))
                 item.add_metric([t, status], float(n))
                 item_age.add_metric([t, status], age)
-        failed = GaugeMetricFamily("jobs_exporter_tenant_failures", "Escrow tenant databases that could not be read")
+        health = GaugeMetricFamily("jobs_casemgmt_health_checks_failing", "Rows failing each data-integrity check in "
+                                   "the agency's latest finished health-check run (0 = passing)",
+                                   labels=[*lbl, "check"])
+        for tenant in s.casemgmt_tenants:
+            if tenant in s.failed_tenants:
+                continue
+            for check in sorted(set(HEALTH_CHECK_NAMES) | {c for t, c in s.health if t == tenant}):
+                health.add_metric([str(tenant), check], float(s.health.get((tenant, check), 0)))
+        failed = GaugeMetricFamily("jobs_exporter_tenant_failures", "Tenant databases that could not be read")
         failed.add_metric([], float(len(s.failed_tenants)))
-        yield from (rep, rep_age, bat, bat_age, item, item_age, failed)
+        yield from (rep, rep_age, bat, bat_age, item, item_age, health, failed)

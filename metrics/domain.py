@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -41,14 +42,29 @@ class DomainSnapshot:
     reports: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
     batches: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
     items: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
+    casemgmt_tenants: list[int] = field(default_factory=list)
+    health: dict[tuple[int, str], int] = field(default_factory=dict)  # (tenant, check) -> failing rows
 
 
 class TenantEngines:
-    """One single-connection engine per tenant database, kept across scrapes."""
+    """One single-connection engine per tenant database, kept across scrapes. A database
+    that failed is not tried again for ``retry_after_s``: each attempt can cost the connect
+    timeout, and a few dead tenants must not push the scrape past Prometheus's timeout."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after_s: float = 60.0) -> None:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self.retry_after_s = retry_after_s
+        self._failed_until: dict[str, float] = {}
+
+    def usable(self, url: str) -> bool:
+        return time.monotonic() >= self._failed_until.get(url, 0.0)
+
+    def failed(self, url: str) -> None:
+        self._failed_until[url] = time.monotonic() + self.retry_after_s
+
+    def succeeded(self, url: str) -> None:
+        self._failed_until.pop(url, None)
 
     def get(self, url: str) -> Engine:
         with self._lock:
@@ -64,13 +80,37 @@ class TenantEngines:
             self._engines.clear()
 
 
+HEALTH_LATEST = text("""
+SELECT r.check_name, COALESCE(sum(r.failing_count) FILTER (WHERE r.status <> 'pass'), 0)
+  FROM casemgmt.health_check_results r
+ WHERE r.run_id = (SELECT max(id) FROM casemgmt.health_check_runs WHERE finished_at IS NOT NULL)
+ GROUP BY r.check_name
+""")
+
+
+def _health_check_names() -> tuple[str, ...]:
+    try:
+        from actors.casemgmt.health import CHECKS
+
+        return tuple(c.name for c in CHECKS)
+    except Exception:  # the exporter still works without the case-management package
+        return ()
+
+
+HEALTH_CHECK_NAMES = _health_check_names()
+
+
 def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnapshot:
-    """Report queue and Huntington state of every active escrow tenant."""
+    """Report queue and Huntington state of every active escrow tenant, and the failing
+    data-integrity checks of every active agency (case management)."""
     from tenancy.registry import list_tenants
 
     snap = DomainSnapshot()
     for tenant in list_tenants(product="escrow"):
         snap.tenants.append(tenant.id)
+        if not engines.usable(tenant.database_url):
+            snap.failed_tenants.append(tenant.id)
+            continue
         try:
             with engines.get(tenant.database_url).connect() as conn:
                 conn.exec_driver_sql(f"SET statement_timeout = {int(statement_timeout_ms)}")
@@ -80,8 +120,25 @@ def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnap
                     snap.batches[(tenant.id, status)] = (int(n), float(age or 0))
                 for status, n, age in conn.execute(ITEMS_OPEN):
                     snap.items[(tenant.id, status)] = (int(n), float(age or 0))
+            engines.succeeded(tenant.database_url)
         except Exception as exc:
             # One broken tenant database must not hide the others; it is counted instead.
             log.warning("Tenant %s: domain metrics unavailable: %s", tenant.id, type(exc).__name__)
             snap.failed_tenants.append(tenant.id)
+            engines.failed(tenant.database_url)
+    for tenant in list_tenants(product="casemgmt"):
+        snap.casemgmt_tenants.append(tenant.id)
+        if not engines.usable(tenant.database_url):
+            snap.failed_tenants.append(tenant.id)
+            continue
+        try:
+            with engines.get(tenant.database_url).connect() as conn:
+                conn.exec_driver_sql(f"SET statement_timeout = {int(statement_timeout_ms)}")
+                for check, failing in conn.execute(HEALTH_LATEST):
+                    snap.health[(tenant.id, str(check))] = int(failing)
+            engines.succeeded(tenant.database_url)
+        except Exception as exc:
+            log.warning("Tenant %s: health-check metrics unavailable: %s", tenant.id, type(exc).__name__)
+            snap.failed_tenants.append(tenant.id)
+            engines.failed(tenant.database_url)
     return snap

@@ -28,6 +28,10 @@ class RedisSnapshot:
     broker_ids_alive: int = 0
     newest_worker_heartbeat_age: float | None = None
     schedulers_alive: int = 0
+    # Counters the reliability mechanisms keep in ``ns:platform:stats`` and the length of
+    # the ledger spool (transitions waiting for PostgreSQL).
+    platform_events: dict[str, int] = field(default_factory=dict)
+    spool_length: int = 0
     newest_scheduler_heartbeat_age: float | None = None
 
 
@@ -63,7 +67,11 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     pipe.zrange(hb, -1, -1, withscores=True)
     pipe.zcount(sched, now_ms - scheduler_timeout_ms, "+inf")
     pipe.zrange(sched, -1, -1, withscores=True)
+    pipe.hgetall(f"{namespace}:platform:stats")
+    pipe.llen(f"{namespace}:ledger:spool")
     results = pipe.execute()
+    stats, spool = results[-2:]
+    results = results[:-2]
     snap = RedisSnapshot()
     for i, q in enumerate(ordered):
         ready, held, delayed, dead = (int(x) for x in results[4 * i:4 * i + 4])
@@ -79,6 +87,8 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     snap.workers_alive = int(registered) if has_registry else int(broker_ids)
     newest_worker = newest_registered if has_registry else newest_broker
     snap.schedulers_alive = int(schedulers)
+    snap.platform_events = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in stats.items()}
+    snap.spool_length = int(spool)
     if newest_worker:
         snap.newest_worker_heartbeat_age = max(0.0, (now_ms - float(newest_worker[0][1])) / 1000)
     if newest_scheduler:

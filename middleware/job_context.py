@@ -6,7 +6,15 @@ from typing import Any
 
 from dramatiq import Middleware
 
-from jobcore.context import OPTION, JobContext, _enter_job, _leave_job, ambient_context
+from jobcore.context import (
+    OPTION,
+    JobContext,
+    _enter_job,
+    _leave_job,
+    ambient_context,
+    current_context,
+    current_message_id,
+)
 from jobcore.message_state import state
 
 
@@ -22,9 +30,12 @@ class JobContextMiddleware(Middleware):
         if isinstance(value, JobContext):
             message.options[OPTION] = value.to_dict()
         elif value is None:
-            ambient = ambient_context()
-            if ambient is not None:
-                message.options[OPTION] = ambient.to_dict()
+            # An explicit ``with job_context(...)`` wins; otherwise a message sent from
+            # inside a job (callbacks, pipelines, fan-outs) inherits the running job's
+            # context, so e.g. EMAIL_MATCHING chained to a sync keeps its tenant.
+            inherited = ambient_context() or (current_context() if current_message_id() else None)
+            if inherited is not None and inherited.to_dict():
+                message.options[OPTION] = inherited.to_dict()
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         ctx = JobContext.from_dict(message.options.get(OPTION))

@@ -2,8 +2,10 @@
 
 Each schedule has a periodic *dispatcher* actor (declared in :mod:`periodic.actors`,
 named ``dispatcher``) that the scheduler sends once per tick; the dispatcher fans out
-one message to ``target`` per active tenant of ``product``. Severity follows the
-seeds' "Danger if it fails" column: CRITICAL/HIGH page, MEDIUM/LOW warn.
+one message to ``target`` per active tenant of ``product``. Severity is the stricter of
+the escrow seed's two tables ("Danger if it fails" and "What breaks if jobs are down"):
+DR auto-approval and report generation are CRITICAL there, case close reminders HIGH.
+CRITICAL/HIGH page, MEDIUM/LOW warn.
 
 Case-management cadences that the seed leaves open (the legacy cron runner ran them
 "overnight" or on every pass) are chosen here:
@@ -58,16 +60,16 @@ def production_schedules() -> list[Schedule]:
     return [
         # --- escrow platform (seed 002) --------------------------------------------------
         Schedule("dr_auto_approval", "periodic_dr_auto_approval", "job_dr_approval", Cron("0 6 * * *", ET),
-                 "escrow", "HIGH", 60 * m, 30 * m, "Auto-approve disbursement requests whose window expired"),
+                 "escrow", "CRITICAL", 60 * m, 30 * m, "Auto-approve disbursement requests whose window expired"),
         Schedule("case_close_reminders", "periodic_case_close_reminders", "job_case_close_reminders",
-                 Cron("0 6 * * *", ET), "escrow", "MEDIUM", 60 * m, 30 * m, "Close reminders to Escrow Specialists"),
+                 Cron("0 6 * * *", ET), "escrow", "HIGH", 60 * m, 30 * m, "Close reminders to Escrow Specialists"),
         Schedule("account_balance_check", "periodic_account_balance_check", "job_account_balance_check",
                  Cron("0 1 * * 0", ET), "escrow", "MEDIUM", 120 * m, 60 * m, "Weekly minimum balance check"),
         Schedule("account_balance_reminders", "periodic_account_balance_reminders", "job_account_balance_reminders",
                  EveryNDays(3, time(1, 0), BALANCE_REMINDER_ANCHOR, ET), "escrow", "MEDIUM", 120 * m, 60 * m,
                  "Minimum balance reminders every 3 days"),
         Schedule("report_generation", "periodic_report_generation", "job_report_generation", every_minutes(1),
-                 "escrow", "HIGH", 3 * m, 10 * m, "Process pending report requests"),
+                 "escrow", "CRITICAL", 3 * m, 10 * m, "Process pending report requests"),
         Schedule("aws_status_check", "periodic_aws_status_check", "job_aws_status_check", every_minutes(5),
                  "escrow", "MEDIUM", 5 * m, 4 * m, "S3/CloudFront connectivity to the status dashboard"),
         Schedule("user_offsite_tracking", "periodic_user_offsite_tracking", "job_user_offsite_tracking",

@@ -15,21 +15,18 @@ passes through the platform's redaction.
 
 from __future__ import annotations
 
-import os
-
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from actors.casemgmt.errors import CredentialError, CredentialKeyMissing
 from jobcore.redaction import get_redactor
+from jobcore.settings import get_settings
 
 ENV = "CASEMGMT_CREDENTIAL_KEYS"
 
 
 def _cipher() -> MultiFernet:
-    # Read per call (cheap) so a key rotation only needs a worker restart, and tests can
-    # set the variable late.
-    raw = os.environ.get(ENV, "")
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    # From the typed settings (read once per process): a key rotation needs a worker restart.
+    keys = list(get_settings().casemgmt_credential_keys)
     if not keys:
         raise CredentialKeyMissing(f"{ENV} is not set: mailbox credentials cannot be encrypted or read")
     try:

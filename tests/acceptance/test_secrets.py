@@ -1,4 +1,4 @@
-"""A planted secret never appears in the ledger, error events, logs or CLI output."""
+"""A planted secret never appears in the ledger, error events, logs, CLI output or metrics."""
 
 from __future__ import annotations
 
@@ -41,7 +41,13 @@ def test_planted_secret_is_in_no_output(broker, start_worker):
     cli = "".join(subprocess.run([sys.executable, "-m", "jobcore.cli", *args], cwd=ROOT, env=env, capture_output=True,
                                  text=True).stdout for args in (["runs", "--json"], ["run", bad.message_id],
                                                                ["run", ok.message_id, "--json"]))
-    outputs = {"ledger": ledger, "error events": events, "worker log": worker.log, "cli": cli}
+    from prometheus_client import generate_latest
+
+    from metrics.server import build_registry
+
+    metrics = generate_latest(build_registry()).decode()
+    outputs = {"ledger": ledger, "error events": events, "worker log": worker.log, "cli": cli, "metrics": metrics}
     assert "ExampleError" in events and "EXAMPLE_WITH_ARGS" in ledger and bad.message_id in cli  # not empty
+    assert 'actor="EXAMPLE_WITH_ARGS"' in metrics
     for name, output in outputs.items():
         assert SECRET not in output, f"secret leaked into {name}"

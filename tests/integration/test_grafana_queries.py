@@ -8,20 +8,26 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from tests.support.metrics_grafana import METRIC_RE, promql, runnable_sql, sql
 from tests.support.metrics_scrape import exporter
+from tests.support.metrics_tools import ALERTS
 
 pytestmark = pytest.mark.integration
 
 
-def test_every_metric_named_in_a_panel_is_exported(broker: Any) -> None:
+def test_every_metric_named_in_a_panel_or_alert_is_exported(broker: Any) -> None:
     with exporter() as scrape:
         with urllib.request.urlopen(f"http://127.0.0.1:{scrape.port}/metrics", timeout=30) as resp:
             families = {f.name for f in text_string_to_metric_families(resp.read().decode())}
     named = {(m, dash, title) for dash, title, expr in promql() for m in METRIC_RE.findall(expr)}
+    # The alert rules too: an alert on a metric that is never exported could never fire.
+    rules = yaml.safe_load(ALERTS.read_text())
+    named |= {(m, "alerts.yml", r["alert"]) for g in rules["groups"] for r in g["rules"]
+              for m in METRIC_RE.findall(r["expr"])}
     missing = sorted(f"{dash}/{title}: {m}" for m, dash, title in named if m not in families)
     assert not missing, missing
     assert len({m for m, _, _ in named}) >= 25

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.metrics_scrape import exporter, names, value
+from tests.support.metrics_tenants import escrow_tenants  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +216,52 @@ def test_source_failure_is_reported_not_zero_filled(broker: Any) -> None:
     assert value(s, "jobs_exporter_source_up", source="ledger") == 1
     assert "jobs_workers_alive" not in names(s)
     assert "jobs_queue_depth" not in names(s)
+
+
+def test_report_queue_and_huntington_batches_per_escrow_tenant(escrow_tenants: Any) -> None:  # noqa: F811
+    """Escrow tenant databases (migrated to escrow@head): open report requests and
+    non-final Huntington batches/items per tenant id; an unreachable tenant is counted, not hidden."""
+    from sqlalchemy import create_engine
+
+    from jobcore.db import normalise_url
+
+    healthy, empty, broken = escrow_tenants(3, down={2})
+    engine = create_engine(normalise_url(healthy.database_url))
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, email, name, role) VALUES (1, 'a@example.com', 'A', 'ADMIN')"))
+        conn.execute(text("INSERT INTO cases (id, number, name) VALUES (1, 'C-1', 'Case')"))
+        for age_s, status in ((900, 1), (60, 1), (30, 2), (5000, 3)):
+            conn.execute(text("INSERT INTO report_requests (user_id, report_type, status, created_at) "
+                              "VALUES (1, 'statement', :s, now() - make_interval(secs => :a))"),
+                         {"s": status, "a": age_s})
+        for age_s, status in ((3600, "PROCESSING"), (100, "PENDING"), (9000, "COMPLETED"), (9000, "FAILED")):
+            conn.execute(text("INSERT INTO huntington_batches (status, created_at, started_at) "
+                              "VALUES (:s, now() - make_interval(secs => :a), now() - make_interval(secs => :a))"),
+                         {"s": status, "a": age_s})
+        conn.execute(text(
+            "INSERT INTO huntington_batch_items (batch_id, case_id, kind, amount, beneficiary, account_token, status, "
+            "updated_at) VALUES (1, 1, 'ACH', 10, 'b', 'tok', 'UNKNOWN', now() - interval '40 minutes')"))
+    engine.dispose()
+    with exporter() as scrape:
+        s = scrape()
+        # The unreachable tenant is not retried on every scrape (each try costs a connect timeout).
+        again = scrape()
+        assert value(again, "jobs_exporter_tenant_failures") == 1
+        assert scrape.collector.tenant_engines.usable(healthy.database_url)
+        assert not scrape.collector.tenant_engines.usable(broken.database_url)
+    t, e = str(healthy.id), str(empty.id)
+    assert value(s, "jobs_report_requests", tenant_id=t, state="pending") == 2
+    assert value(s, "jobs_report_requests", tenant_id=t, state="in_progress") == 1
+    assert 890 <= value(s, "jobs_report_oldest_age_seconds", tenant_id=t, state="pending") <= 960
+    assert value(s, "jobs_huntington_batches_open", tenant_id=t, status="PROCESSING") == 1
+    assert value(s, "jobs_huntington_batches_open", tenant_id=t, status="PENDING") == 1
+    assert 3590 <= value(s, "jobs_huntington_batch_oldest_age_seconds", tenant_id=t, status="PROCESSING") <= 3660
+    assert value(s, "jobs_huntington_items_open", tenant_id=t, status="UNKNOWN") == 1
+    assert value(s, "jobs_huntington_item_oldest_age_seconds", tenant_id=t, status="UNKNOWN") >= 2400
+    # A tenant with nothing open is zero-filled; the unreachable one is counted, not zero-filled.
+    assert value(s, "jobs_report_requests", tenant_id=e, state="pending") == 0
+    assert value(s, "jobs_huntington_batches_open", tenant_id=e, status="NEEDS_RECONCILIATION") == 0
+    assert value(s, "jobs_exporter_tenant_failures") == 1
+    assert not [k for k in s if ("tenant_id", str(broken.id)) in k[1]]
+    # Tenant names never appear in the exposition.
+    assert not [k for k in s if any("Tenant" in v for _, v in k[1])]

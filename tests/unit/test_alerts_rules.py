@@ -58,7 +58,7 @@ def test_every_alert_has_summary_description_and_runbook_section() -> None:
         name, notes = alert["alert"], alert.get("annotations", {})
         assert notes.get("summary") and notes.get("description"), name
         assert notes.get("runbook_url") == f"README.md#{name.lower()}", name
-        assert name.lower() in headings, f"{name}: no '## {name}' section in RUNBOOK.md"
+        assert name.lower() in headings, f"{name}: no '## {name}' section in README.md"
         labels = alert.get("labels", {})
         # Schedule alerts take severity/urgency from jobs_schedule_info; all others set them.
         if "jobs_schedule_info" not in alert["expr"]:

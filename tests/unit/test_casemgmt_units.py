@@ -47,20 +47,28 @@ def test_fetch_response_grouping_handles_two_literals_per_message_and_bare_entri
 
 
 def test_credentials_round_trip_rotate_and_register_with_the_redactor(monkeypatch):
+    from jobcore.settings import get_settings
+
+    def keys(value: str) -> None:  # settings are read once per process: re-read after a change
+        monkeypatch.setenv(credentials.ENV, value)
+        get_settings.cache_clear()
+
     old, new = credentials.generate_key(), credentials.generate_key()
-    monkeypatch.setenv(credentials.ENV, old)
+    keys(old)
     secret = "mailbox-pw-unit-4242"
     token = credentials.encrypt_credential(secret)
     assert secret.encode() not in token
-    monkeypatch.setenv(credentials.ENV, f"{new},{old}")  # rotation: new key first, old still decrypts
+    keys(f"{new},{old}")  # rotation: new key first, old still decrypts
     assert credentials.decrypt_credential(token) == secret
     assert secret not in get_redactor().text(f"login failed for {secret}")
-    monkeypatch.setenv(credentials.ENV, new)
+    keys(new)
     with pytest.raises(CredentialError):
         credentials.decrypt_credential(token)
-    monkeypatch.setenv(credentials.ENV, "")
+    keys("")
     with pytest.raises(CredentialKeyMissing):
         credentials.encrypt_credential("x" * 8)
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def test_only_the_imap_provider_is_implemented():
