@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
 
 
-def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
+def dispatch(schedule: Schedule, tick_id: int | None, dispatcher_message_id: str | None = None) -> dict[str, Any]:
     """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
     import actors
     from jobcore.bulk import enqueue_many
     from periodic.ticks import mark_failed, record_runs, tick_message_ids
     from tenancy.registry import list_tenants
+
+    if tick_id is not None and dispatcher_message_id is not None:
+        # The scheduler links its message after the send; link it here too, so a
+        # scheduler that dies between the send and that write leaves no unlinked run.
+        record_runs(tick_id, [dispatcher_message_id], "dispatcher")
 
     try:
         target = actors.broker.get_actor(schedule.target)
@@ -46,9 +51,11 @@ def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
     done = tick_message_ids(tick_id) if tick_id is not None else set()
     base = current_context()
     messages = []
+    skipped = 0
     for tenant in list_tenants(product=schedule.product):
         message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{tenant.id}")) if tick_id else str(uuid.uuid4())
         if message_id in done:
+            skipped += 1
             continue
         ctx = base.with_tenant(tenant.id).to_dict()
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
@@ -57,14 +64,14 @@ def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
     sent = enqueue_many(actors.broker, messages)
     if tick_id is not None:
         record_runs(tick_id, [m.message_id for m in sent], "tenant")
-    return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": len(done)}
+    return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": skipped}
 
 
 def _declare(schedule: Schedule) -> None:
     def run() -> dict[str, Any]:
         message = CurrentMessage.get_current_message()
         tick_id = message.options.get("schedule_tick_id") if message is not None else None
-        return dispatch(schedule, tick_id)
+        return dispatch(schedule, tick_id, message.message_id if message is not None else None)
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
     options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}

@@ -121,7 +121,7 @@ def test_a_tick_whose_target_actor_is_missing_is_failed_and_the_scheduler_goes_o
     assert scheduler.alive()
     scheduler.kill()
     failed = [r for r in ticks("test_missing_target") if r["status"] == "FAILED"]
-    assert all("'NO_SUCH_ACTOR' is not declared" in r["error"] and r["dispatchers"] == 1 for r in failed)
+    assert all("'NO_SUCH_ACTOR' is not declared" in r["error"] and r["dispatchers"] == 1 for r in failed), failed
     # Each failed tick is one ERROR dispatcher run, attempted once (UnknownActor is not retried).
     wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE actor_name = 'periodic_test_missing_target' "
                            "AND resolution = 'ERROR'") >= len(failed), 10, what="the dispatcher ERROR runs")
