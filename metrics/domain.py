@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -100,45 +102,46 @@ def _health_check_names() -> tuple[str, ...]:
 HEALTH_CHECK_NAMES = _health_check_names()
 
 
-def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnapshot:
-    """Report queue and Huntington state of every active escrow tenant, and the failing
-    data-integrity checks of every active agency (case management)."""
+def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: int, snap: DomainSnapshot,
+                  seen: list[int], read: Callable[[Any, int], None]) -> None:
+    """Run ``read(connection, tenant_id)`` on every active tenant of ``product``. A tenant
+    database that fails is counted in ``failed_tenants`` (and skipped for a while), never
+    allowed to hide the others."""
     from tenancy.registry import list_tenants
 
-    snap = DomainSnapshot()
-    for tenant in list_tenants(product="escrow"):
-        snap.tenants.append(tenant.id)
+    for tenant in list_tenants(product=product):
+        seen.append(tenant.id)
         if not engines.usable(tenant.database_url):
             snap.failed_tenants.append(tenant.id)
             continue
         try:
             with engines.get(tenant.database_url).connect() as conn:
                 conn.exec_driver_sql(f"SET statement_timeout = {int(statement_timeout_ms)}")
-                for status, n, age in conn.execute(REPORT_QUEUE):
-                    snap.reports[(tenant.id, REPORT_OPEN[int(status)])] = (int(n), float(age or 0))
-                for status, n, age in conn.execute(BATCHES_OPEN):
-                    snap.batches[(tenant.id, status)] = (int(n), float(age or 0))
-                for status, n, age in conn.execute(ITEMS_OPEN):
-                    snap.items[(tenant.id, status)] = (int(n), float(age or 0))
+                read(conn, tenant.id)
             engines.succeeded(tenant.database_url)
         except Exception as exc:
-            # One broken tenant database must not hide the others; it is counted instead.
             log.warning("Tenant %s: domain metrics unavailable: %s", tenant.id, type(exc).__name__)
             snap.failed_tenants.append(tenant.id)
             engines.failed(tenant.database_url)
-    for tenant in list_tenants(product="casemgmt"):
-        snap.casemgmt_tenants.append(tenant.id)
-        if not engines.usable(tenant.database_url):
-            snap.failed_tenants.append(tenant.id)
-            continue
-        try:
-            with engines.get(tenant.database_url).connect() as conn:
-                conn.exec_driver_sql(f"SET statement_timeout = {int(statement_timeout_ms)}")
-                for check, failing in conn.execute(HEALTH_LATEST):
-                    snap.health[(tenant.id, str(check))] = int(failing)
-            engines.succeeded(tenant.database_url)
-        except Exception as exc:
-            log.warning("Tenant %s: health-check metrics unavailable: %s", tenant.id, type(exc).__name__)
-            snap.failed_tenants.append(tenant.id)
-            engines.failed(tenant.database_url)
+
+
+def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnapshot:
+    """Report queue and Huntington state of every active escrow tenant, and the failing
+    data-integrity checks of every active agency (case management)."""
+    snap = DomainSnapshot()
+
+    def escrow(conn: Any, tenant_id: int) -> None:
+        for status, n, age in conn.execute(REPORT_QUEUE):
+            snap.reports[(tenant_id, REPORT_OPEN[int(status)])] = (int(n), float(age or 0))
+        for status, n, age in conn.execute(BATCHES_OPEN):
+            snap.batches[(tenant_id, status)] = (int(n), float(age or 0))
+        for status, n, age in conn.execute(ITEMS_OPEN):
+            snap.items[(tenant_id, status)] = (int(n), float(age or 0))
+
+    def casemgmt(conn: Any, tenant_id: int) -> None:
+        for check, failing in conn.execute(HEALTH_LATEST):
+            snap.health[(tenant_id, str(check))] = int(failing)
+
+    _read_tenants("escrow", engines, statement_timeout_ms, snap, snap.tenants, escrow)
+    _read_tenants("casemgmt", engines, statement_timeout_ms, snap, snap.casemgmt_tenants, casemgmt)
     return snap

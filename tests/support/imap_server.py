@@ -16,7 +16,6 @@ import imaplib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.imap_messages import make_message
+from tests.support.processes import terminate
 
 __all__ = ["ImapServer", "imap_server", "make_message", "start_dovecot"]
 
@@ -162,13 +162,7 @@ class ImapServer:
         time.sleep(1.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
 
 def _unavailable(reason: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from tests.support.metrics_tools import ALERTS, ROOT, require_tool
+from tests.support.processes import terminate
 
 # The live test cannot wait 10 minutes for a backlog: these thresholds (and every `for:`)
 # are shortened for it; the expressions are otherwise the production ones.
@@ -65,13 +65,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
 
 def _spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> Proc:
