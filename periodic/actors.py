@@ -1,7 +1,8 @@
 """The periodic dispatcher actors, one per schedule (declared from the schedule data).
 
 The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
-target actor out over the tenants of its product. Fan-out message ids are derived from
+target actor out over the tenants of its product. A target that is not declared when
+the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out message ids are derived from
 (tick, tenant), and tenants already dispatched for the tick are skipped, so a retried
 or redelivered dispatcher never sends a tenant's run twice.
 """
@@ -17,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 
 from jobcore.context import current_context
 from jobcore.errors import UnknownActor
+from periodic.cadence import EverySeconds
 from periodic.schedules import Schedule, all_schedules
 
 log = logging.getLogger(__name__)
@@ -24,23 +26,36 @@ log = logging.getLogger(__name__)
 TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
 
 
-def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
+def dispatch(schedule: Schedule, tick_id: int | None, dispatcher_message_id: str | None = None) -> dict[str, Any]:
     """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
     import actors
     from jobcore.bulk import enqueue_many
-    from periodic.ticks import record_runs, tick_message_ids
+    from periodic.ticks import mark_failed, record_runs, tick_message_ids
     from tenancy.registry import list_tenants
+
+    if tick_id is not None and dispatcher_message_id is not None:
+        # The scheduler links its message after the send; link it here too, so a
+        # scheduler that dies between the send and that write leaves no unlinked run.
+        record_runs(tick_id, [dispatcher_message_id], "dispatcher")
 
     try:
         target = actors.broker.get_actor(schedule.target)
     except Exception:
-        raise UnknownActor(f"schedule {schedule.name}: target actor {schedule.target!r} is not declared") from None
+        # A target missing at tick time (not deployed on this worker, renamed) fails this
+        # tick, visibly: the tick row turns FAILED with the reason, the dispatcher run is
+        # an ERROR run (not retried: ``throws``), and the scheduler carries on.
+        error = UnknownActor(f"schedule {schedule.name}: target actor {schedule.target!r} is not declared")
+        if tick_id is not None:
+            mark_failed(tick_id, str(error))
+        raise error from None
     done = tick_message_ids(tick_id) if tick_id is not None else set()
     base = current_context()
     messages = []
+    skipped = 0
     for tenant in list_tenants(product=schedule.product):
         message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{tenant.id}")) if tick_id else str(uuid.uuid4())
         if message_id in done:
+            skipped += 1
             continue
         ctx = base.with_tenant(tenant.id).to_dict()
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
@@ -49,17 +64,22 @@ def dispatch(schedule: Schedule, tick_id: int | None) -> dict[str, Any]:
     sent = enqueue_many(actors.broker, messages)
     if tick_id is not None:
         record_runs(tick_id, [m.message_id for m in sent], "tenant")
-    return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": len(done)}
+    return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": skipped}
 
 
 def _declare(schedule: Schedule) -> None:
     def run() -> dict[str, Any]:
         message = CurrentMessage.get_current_message()
         tick_id = message.options.get("schedule_tick_id") if message is not None else None
-        return dispatch(schedule, tick_id)
+        return dispatch(schedule, tick_id, message.message_id if message is not None else None)
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
-    options: dict[str, Any] = {"periodic": schedule.cadence}
+    options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}
+    if not isinstance(schedule.cadence, EverySeconds):
+        # A daily/weekly/3-day tick must run once however late it is delivered (workers
+        # down for hours): the platform's default max_age would expire it. Interval ticks
+        # keep the default: a newer tick comes within minutes and does the same work.
+        options["max_age"] = 0
     dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", **options)(run)
 
 

@@ -4,9 +4,11 @@
 makes two schedulers enqueue a tick exactly once (a PostgreSQL unique key rather than a
 Redis key, because the tick history has to be durable and queryable next to the ledger
 anyway, and the insert that claims the tick *is* the history row). ``status`` is
-ENQUEUED (claimed and sent), MISSED (the scheduler was down past the grace window) or
-FAILED (claimed but the send failed). ``schedule_tick_runs`` links a tick to the
-job_runs it produced (its dispatcher run and every per-tenant run) by ``message_id``.
+CLAIMED (briefly, between the claim and the send), ENQUEUED (claimed and sent), MISSED
+(the scheduler was down past the grace window) or FAILED (the send failed, or the
+dispatcher found its target actor missing; ``error`` says why). ``schedule_tick_runs``
+links a tick to the job_runs it produced (its dispatcher run and every per-tenant run)
+by ``message_id``.
 """
 
 from __future__ import annotations

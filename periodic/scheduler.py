@@ -40,6 +40,18 @@ def schedulers_key(namespace: str) -> str:
     return f"{namespace}:platform:schedulers"
 
 
+def plan_catch_up(schedule: Schedule, last_tick: datetime | None, started_at: datetime,
+                  now: datetime) -> tuple[list[datetime], list[datetime]]:
+    """The fire times due since the last recorded tick (or since this scheduler started,
+    for a schedule that never ticked), split into (missed beyond the grace window, still
+    to be sent). Ticks already recorded are never in either list."""
+    since = last_tick or started_at
+    due = schedule.cadence.fire_times_between(since, now, limit=100_000)
+    late = [t for t in due if now - t > schedule.grace]
+    recent = [t for t in due if now - t <= schedule.grace]
+    return late, recent
+
+
 class TickScheduler(Scheduler):
     """periodiq's Scheduler, sending each tick through a claim (see module docstring)."""
 
@@ -73,14 +85,7 @@ class TickScheduler(Scheduler):
         """Send due ticks that no scheduler sent (within grace); record older ones MISSED."""
         now = self.clock()
         for schedule, actor in self.schedules.values():
-            last = last_tick_at(schedule.name)
-            since = max(last, self.started_at) if last is not None and last > self.started_at else (
-                last or self.started_at)
-            due = schedule.cadence.fire_times_between(since, now, limit=100_000)
-            if not due:
-                continue
-            late = [t for t in due if now - t > schedule.grace]
-            recent = [t for t in due if now - t <= schedule.grace]
+            late, recent = plan_catch_up(schedule, last_tick_at(schedule.name), self.started_at, now)
             if late:
                 recorded = record_missed(schedule.name, late[-MAX_MISSED_RECORDED:], self.scheduler_id)
                 log.error("Schedule %s: %d tick(s) missed beyond the %s grace (last %s)", schedule.name,
@@ -125,7 +130,8 @@ def run() -> int:
     settings = get_settings()
     actors.broker.ping()
     if not settings.schedules_active:
-        log.warning("Schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set); idling")
+        log.warning("Scheduler %s idle: schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set)",
+                    os.getpid())
         threading.Event().wait()
     scheduler = TickScheduler([a for a in actors.broker.actors.values() if "periodic" in a.options])
     scheduler.actors = [entry[1] for entry in scheduler.schedules.values()]

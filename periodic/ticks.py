@@ -21,14 +21,18 @@ def claim_tick(schedule_name: str, tick_at: datetime, scheduler_id: str, *, catc
 
 
 def mark_enqueued(tick_id: int, message_id: str) -> None:
+    """The dispatcher message of a claimed tick was sent; link it to the tick."""
     with control_engine().begin() as conn:
-        conn.execute(text("UPDATE schedule_ticks SET status = 'ENQUEUED', enqueued_at = now() WHERE id = :i"),
-                     {"i": tick_id})
+        # The dispatcher may already have run and failed the tick (missing target):
+        # never overwrite that with ENQUEUED.
+        conn.execute(text("UPDATE schedule_ticks SET enqueued_at = now(), status = CASE WHEN status = 'CLAIMED' "
+                          "THEN 'ENQUEUED' ELSE status END WHERE id = :i"), {"i": tick_id})
         conn.execute(text("INSERT INTO schedule_tick_runs (tick_id, message_id, role) VALUES (:i, :m, 'dispatcher') "
                           "ON CONFLICT DO NOTHING"), {"i": tick_id, "m": message_id})
 
 
 def mark_failed(tick_id: int, error: str) -> None:
+    """The tick could not be sent or its dispatcher could not fan out: FAILED, with why."""
     with control_engine().begin() as conn:
         conn.execute(text("UPDATE schedule_ticks SET status = 'FAILED', error = :e WHERE id = :i"),
                      {"i": tick_id, "e": error[:2000]})

@@ -1,4 +1,4 @@
-"""Tenant commands: ``python -m tenancy create|migrate|list`` (``--help`` on each)."""
+"""Tenant commands: ``python -m tenancy create|migrate|list|budget`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--product", required=True, choices=("escrow", "casemgmt"))
     p.add_argument("--database-url", help="default: tenant_<slug> on the control database's server")
-    p = sub.add_parser("migrate", help="upgrade every tenant database to the latest schema")
+    p = sub.add_parser("migrate", help="upgrade every tenant database to its product's latest schema")
     p.add_argument("--include-inactive", action="store_true")
     p = sub.add_parser("list", help="list tenants")
     p.add_argument("--product", choices=("escrow", "casemgmt"))
     p.add_argument("--all", action="store_true", help="include inactive tenants")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("budget", help="tenant connection budget arithmetic for a deployment shape")
+    p.add_argument("--processes", type=int, required=True, help="worker processes, all hosts together")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    p.add_argument("--tenants", type=int, help="default: the active tenants in the registry")
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
             t = create_tenant(args.slug, args.name, args.product, args.database_url)
             print(f"created tenant {t.id} {t.slug} ({t.product}) on {mask_url(t.database_url)}")
+        elif args.command == "budget":
+            from jobcore.settings import get_settings
+            from tenancy.budget import compute
+
+            tenants = args.tenants if args.tenants is not None else len(list_tenants())
+            budget = compute(get_settings(), processes=args.processes, threads=args.threads, tenants=tenants)
+            print(budget.describe())
+            return 0 if budget.fits else 1
         elif args.command == "migrate":
             failed = 0
             for t in list_tenants(active_only=not args.include_inactive):

@@ -58,6 +58,7 @@ def migrate_tenant_database(database_url: str, product: str) -> None:
 
 
 def create_database_if_missing(database_url: str) -> None:
+    """``CREATE DATABASE`` for the URL's database unless it exists (connects to ``postgres``)."""
     url = make_url(normalise_url(database_url))
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
@@ -89,6 +90,7 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
 
 
 def list_tenants(*, product: str | None = None, active_only: bool = True) -> list[TenantInfo]:
+    """Tenants ordered by id, optionally of one product; only active ones unless told."""
     with control_session() as session:
         query = select(Tenant).order_by(Tenant.id)
         if product is not None:
@@ -121,6 +123,7 @@ def get_tenant(tenant_id: int) -> TenantInfo:
 
 
 def set_active(tenant_id: int, active: bool) -> None:
+    """Activate or deactivate a tenant (fan-outs skip inactive tenants)."""
     with control_session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:

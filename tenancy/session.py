@@ -17,7 +17,9 @@ Only idle engines are evicted (``Engine.dispose()`` leaves checked-out connectio
 open), and a thread that needs a new engine while every cached engine is busy waits for
 one: so the bound holds under concurrency, not just on average. A worker also holds at
 most one tenant connection per job thread, so the bound is min(cache × pool, threads)
-per process.
+per process. ``python -m tenancy budget --processes W --threads N --tenants T`` prints the
+arithmetic for a deployment (see :mod:`tenancy.budget`); a process whose cache × pool
+alone exceeds ``TENANT_CONNECTION_BUDGET`` refuses to open tenant sessions.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sqlalchemy.pool import NullPool
 from jobcore.db import normalise_url
 from jobcore.errors import TenantError
 from jobcore.settings import get_settings, mask_url
+from tenancy.budget import check_process
 from tenancy.registry import get_tenant
 
 
@@ -136,6 +139,7 @@ def engines() -> TenantEngines:
         with _engines_lock:
             if _engines is None:
                 s = get_settings()
+                check_process(s)
                 _engines = TenantEngines(s.tenant_engine_cache_size, s.tenant_pool_size, s.tenant_pool_mode)
     return _engines
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from periodic.cadence import EverySeconds
+from periodic.cadence import Cron, EverySeconds
 from periodic.schedules import Schedule
 
 SCHEDULES = [
@@ -14,4 +14,10 @@ SCHEDULES = [
              timedelta(seconds=60), timedelta(seconds=30)),
     Schedule("test_every_5s_short_grace", "periodic_test_every_5s_short_grace", "TENANT_PROBE", EverySeconds(5),
              "escrow", "HIGH", timedelta(seconds=1), timedelta(seconds=30)),
+    # Targets an actor nobody declares: each tick must end FAILED, the scheduler must go on.
+    Schedule("test_missing_target", "periodic_test_missing_target", "NO_SUCH_ACTOR", EverySeconds(2), "escrow",
+             "LOW", timedelta(seconds=60), timedelta(seconds=30)),
+    # A daily cron tick (never fires during a test run unless sent by hand): late delivery.
+    Schedule("test_daily", "periodic_test_daily", "TENANT_PROBE", Cron("0 6 * * *"), "escrow", "HIGH",
+             timedelta(minutes=60), timedelta(minutes=30)),
 ]

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from jobcore.errors import TenantError
 from tests.conftest import wait_for
 from tests.support import tenancy_actors  # noqa: F401 - declares TENANT_PROBE in this process too
-from tests.support.ledger import count
+from tests.support.ledger import count, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,8 @@ def test_fan_out_over_50_tenants_with_one_down_stays_within_the_connection_budge
     processes, threads, cache, pool = 2, 8, 4, 1
     budget = processes * cache * pool
     start_worker("tests.support.tenancy_actors", processes=processes, threads=threads,
-                 env={"TENANT_ENGINE_CACHE_SIZE": str(cache), "TENANT_POOL_SIZE": str(pool)})
+                 env={"TENANT_ENGINE_CACHE_SIZE": str(cache), "TENANT_POOL_SIZE": str(pool),
+                      "TENANT_CONNECTION_BUDGET": str(budget)})
     peak = 0
     stop = threading.Event()
 
@@ -99,3 +100,29 @@ def test_fan_out_over_50_tenants_with_one_down_stays_within_the_connection_budge
     assert count("SELECT count(DISTINCT tenant_id) FROM job_runs") == 50
     assert 0 < peak <= budget, (peak, budget)
     print(f"\nfan-out: 50 tenants, peak tenant connections {peak} (budget {budget})")
+
+
+def test_fan_out_targets_active_tenants_of_the_product_and_send_for_tenant_one(make_tenants, start_worker):
+    from jobcore.context import JobContext
+    from jobcore.errors import UnknownActor
+    from tenancy.fanout import fan_out, send_for_tenant
+    from tenancy.registry import set_active
+
+    escrow = make_tenants(3)
+    agency = make_tenants(1, product="casemgmt")[0]
+    set_active(escrow[2].id, False)
+    messages = fan_out("TENANT_PROBE", product="escrow", kwargs={"hold_seconds": 0},
+                       context=JobContext(user_id=7), extra={"why": "test"})
+    assert [m.options["job_context"]["tenant_id"] for m in messages] == [escrow[0].id, escrow[1].id]
+    assert all(m.options["job_context"]["user_id"] == 7 and m.options["job_context"]["extra"] == {"why": "test"}
+               for m in messages)
+    one = send_for_tenant("TENANT_PROBE", agency.id, 0)
+    with pytest.raises(TenantError, match="inactive"):
+        send_for_tenant("TENANT_PROBE", escrow[2].id)
+    with pytest.raises(UnknownActor):
+        fan_out("NO_SUCH_ACTOR")
+    start_worker("tests.support.tenancy_actors")
+    for message, tenant in [(messages[0], escrow[0]), (messages[1], escrow[1]), (one, agency)]:
+        row = wait_status(message.message_id, "FINISHED")
+        assert (row["resolution"], row["tenant_id"]) == ("COMPLETED", tenant.id)
+    assert count("SELECT count(*) FROM job_runs") == 3
