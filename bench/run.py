@@ -3,9 +3,11 @@
     .venv/bin/python -m bench.run            # full run (several minutes), writes bench/RESULTS.md
     .venv/bin/python -m bench.run --smoke    # tiny sizes, proves the script works (CI)
 
-Both systems use the same Redis, the same job bodies (bench/jobs.py) and the same worker
-command shape (``dramatiq <app> -p 2 -t 8``). Only ratios measured in this one run are
-meaningful; absolute numbers vary with the machine's load.
+Three systems use the same Redis, the same job bodies (bench/jobs.py) and the same worker
+command shape (``dramatiq <app> -p 2 -t 8``): plain dramatiq, the platform with
+``LEDGER_MODE=sync`` (the default) and the platform with ``LEDGER_MODE=redis``. Only
+ratios measured in this one run are meaningful; absolute numbers vary with the machine's
+load. A tracked processing run counts as done when the ledger holds every run FINISHED.
 """
 
 from __future__ import annotations
@@ -67,7 +69,15 @@ class System:
     broker: Any
     actors: dict[str, Any]
     tracked: bool
+    ledger_mode: str = "sync"
     results: dict[str, list[float]] = field(default_factory=dict)
+
+    def activate(self) -> None:
+        """Point this (producer) process's ledger at this system's mode."""
+        if self.tracked:
+            from jobcore.ledger import process_store
+
+            process_store().mode = self.ledger_mode
 
     def record(self, key: str, value: float) -> None:
         self.results.setdefault(key, []).append(value)
@@ -103,7 +113,8 @@ class Worker:
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dramatiq", system.app, "-p", "2", "-t", "8", "-Q", "bench"],
-                cwd=ROOT, env={**os.environ, **ENV}, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=ROOT, env={**os.environ, **ENV, "LEDGER_MODE": system.ledger_mode}, stdout=fh,
+                stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while log.read_text(errors="replace").count("Worker process is ready") < 2:
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -154,17 +165,35 @@ def bench_bulk(system: System, n: int) -> None:
 
 
 def wait_done(system: System, n: int, timeout: float = 600) -> None:
+    """Wait until every message is acked and, for the platform, every run is FINISHED in
+    the ledger (redis mode applies its buffer shortly after the ack). The ledger is read
+    over one kept connection, cheaply: the measurement must not load the machine."""
     client = system.broker.client
     msgs = f"{system.namespace}:bench.msgs"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.hlen(msgs) == 0:
-            if not system.tracked:
+    while client.hlen(msgs) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if client.hlen(msgs):
+        raise RuntimeError(f"{system.name}: {n} jobs not done in {timeout}s")
+    if not system.tracked:
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(ENV["DATABASE_URL"])
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        while True:
+            cur.execute("SELECT count(*) FROM job_runs WHERE status = 'FINISHED'")
+            row = cur.fetchone()
+            finished = int(row[0]) if row else 0
+            if finished >= n:
                 return
-            if int(psql("SELECT count(*) FROM job_runs WHERE status = 'FINISHED'", DB)) >= n:
-                return
-        time.sleep(0.02)
-    raise RuntimeError(f"{system.name}: {n} jobs not done in {timeout}s")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{system.name}: all {n} messages acked but only {finished} runs FINISHED")
+            time.sleep(0.005)
+    finally:
+        conn.close()
 
 
 def bench_processing(system: System, kind: str, n: int, logdir: Path) -> dict[str, int]:
@@ -298,41 +327,47 @@ def main() -> int:
     from bench import plain_app, tracked_app
 
     plain = System("plain", "bench.plain_app", plain_app.broker, plain_app.ACTORS, tracked=False)
-    tracked = System("tracked", "bench.tracked_app", tracked_app.broker, tracked_app.ACTORS, tracked=True)
-    ledger: list[dict[str, int]] = []
+    sync = System("sync", "bench.tracked_app", tracked_app.broker, tracked_app.ACTORS, tracked=True)
+    buffered = System("redis", "bench.tracked_app", tracked_app.broker, tracked_app.ACTORS, tracked=True,
+                      ledger_mode="redis")
+    systems = (plain, sync, buffered)
+    ledger: dict[str, list[dict[str, int]]] = {"sync": [], "redis": []}
     try:
         for rep in range(sizes.reps):
-            order = (plain, tracked) if rep % 2 == 0 else (tracked, plain)
+            order = systems if rep % 2 == 0 else systems[::-1]
             print(f"repetition {rep + 1}/{sizes.reps}", flush=True)
             for system in order:
+                system.activate()
                 bench_send(system, sizes.send)
                 for n in sizes.bulk:
                     bench_bulk(system, n)
                 stats = bench_processing(system, "noop", sizes.noop, logdir)
                 if stats:
-                    ledger.append({k: v for k, v in stats.items()} | {"jobs": sizes.noop})
+                    ledger[system.name].append({k: v for k, v in stats.items()} | {"jobs": sizes.noop})
                 bench_processing(system, "sleep_1ms", sizes.sleep, logdir)
                 bench_latency(system, sizes.latency, logdir)
                 print(f"  {system.name}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in system.results.items()),
                       flush=True)
-        for system in (plain, tracked):
+        for system in systems:
+            system.activate()
             bench_idle_cpu(system, sizes.idle_s, logdir)
         scrape_ms = bench_scrape(sizes.scrape_rows)
     finally:
-        for system in (plain, tracked):
+        for system in systems:
             flush(system)
         psql(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
 
-    report = render(plain, tracked, ledger, scrape_ms, sizes, args.smoke)
+    report = render(systems, ledger, scrape_ms, sizes, args.smoke)
     print(report)
     if not args.smoke:
         Path(args.out).write_text(report)
     return 0
 
 
-def render(plain: System, tracked: System, ledger: list[dict[str, int]], scrape_ms: float | None, sizes: Sizes,
-           smoke: bool) -> str:
-    med = {s.name: {k: statistics.median(v) for k, v in s.results.items()} for s in (plain, tracked)}
+def render(systems: tuple[System, ...], ledger: dict[str, list[dict[str, int]]], scrape_ms: float | None,
+           sizes: Sizes, smoke: bool) -> str:
+    plain = systems[0]
+    med = {s.name: {k: statistics.median(v) for k, v in s.results.items()} for s in systems}
     rows = [
         ("single `send()` msgs/s", "send_msgs_per_s", "≥ 0.7×"),
         *[(f"bulk enqueue {n:,} msgs/s", f"bulk_{n}_msgs_per_s", "≥ 10,000 msgs/s") for n in sizes.bulk],
@@ -351,27 +386,33 @@ def render(plain: System, tracked: System, ledger: list[dict[str, int]], scrape_
         f"SQLAlchemy {version('SQLAlchemy')}, psycopg2 {version('psycopg2-binary')}",
         f"- server: {psql('SHOW server_version').strip()} (PostgreSQL), "
         f"Redis {_redis_version(plain.broker.client)}",
-        f"- workers: `dramatiq <app> -p 2 -t 8` for both; {sizes.reps} interleaved repetitions, medians",
+        f"- workers: `dramatiq <app> -p 2 -t 8` for all; {sizes.reps} interleaved repetitions, medians",
+        "- plain = dramatiq's RedisBroker, default middleware, no ledger; sync / redis = this platform, full "
+        "middleware stack and ledger, `LEDGER_MODE=sync` (default) / `LEDGER_MODE=redis`",
         "",
-        "| measure | plain dramatiq | tracked platform | ratio | target |",
-        "|---|---:|---:|---:|---|",
+        "| measure | plain dramatiq | sync ledger | ratio | redis ledger | ratio | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for label, key, target in rows:
-        p, t = med["plain"].get(key), med["tracked"].get(key)
-        if p is None or t is None:
+        p = med["plain"].get(key)
+        cells = []
+        for name in ("sync", "redis"):
+            t = med[name].get(key)
+            cells += [f"{t:,.1f}" if t is not None else "—", f"{t / p:.2f}×" if t is not None and p else "—"]
+        if p is None:
             continue
-        ratio = f"{t / p:.2f}×" if p else "—"
-        lines.append(f"| {label} | {p:,.1f} | {t:,.1f} | {ratio} | {target} |")
+        lines.append(f"| {label} | {p:,.1f} | {' | '.join(cells)} | {target} |")
     if scrape_ms is not None:
-        lines.append(f"| exporter scrape, {sizes.scrape_rows:,} job_runs rows, ms | — | {scrape_ms:,.1f} | — "
-                     "| ≤ 100 ms |")
-    if ledger:
-        per_job = {k: statistics.median(d[k] / d["jobs"] for d in ledger)
-                   for k in ("commits", "inserted", "updated")}
-        lines += ["", "Ledger cost per no-op job while processing (pg_stat_database deltas / jobs, median): "
-                      f"{per_job['commits']:.2f} commits (round trips that write), "
+        lines.append(f"| exporter scrape, {sizes.scrape_rows:,} job_runs rows, ms | — | {scrape_ms:,.1f} | — | "
+                     "— | — | ≤ 100 ms |")
+    for name, samples in ledger.items():
+        if not samples:
+            continue
+        per_job = {k: statistics.median(d[k] / d["jobs"] for d in samples) for k in ("commits", "inserted", "updated")}
+        lines += ["", f"Ledger cost per no-op job while processing, {name} mode (pg_stat_database deltas / jobs, "
+                      f"median): {per_job['commits']:.3f} commits (round trips that write), "
                       f"{per_job['inserted']:.2f} rows inserted, {per_job['updated']:.2f} rows updated."]
-    lines += ["", "Raw samples:", "", "```", json.dumps({s.name: s.results for s in (plain, tracked)}, indent=1),
+    lines += ["", "Raw samples:", "", "```", json.dumps({s.name: s.results for s in systems}, indent=1),
               "```", ""]
     return "\n".join(lines)
 

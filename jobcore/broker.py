@@ -27,12 +27,51 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
 from jobcore.errors import ServiceUnavailable
+from jobcore.fastscript import FastScript
+from jobcore.ledger import take_enqueue_event
+from jobcore.message_state import state
 from jobcore.settings import Settings, get_settings, mask_url
 
 log = logging.getLogger(__name__)
 
 #: Wake-up tokens kept per queue at most (enough to wake every consumer of a busy queue).
 WAKE_TOKENS_MAX = 64
+
+# The platform's broker operations, each one atomic script call (one round trip, one
+# reply; a MULTI pipeline costs several replies and redis-py work per command).
+#   enqueue    ARGV 5..8: redis id, payload, wake tokens max, ledger event or "" (empty).
+#              dramatiq's enqueue (payload hash + queue list) plus a wake-up token and,
+#              in redis ledger mode, the run's PENDING event: both or neither.
+#   ack_finish ARGV 5..7: redis id, message id, FINISHED event.
+#              dramatiq's ack plus the run's FINISHED event. The payload is deleted even
+#              if maintenance took the id back meanwhile (this worker was presumed dead):
+#              the run is finished, so a second delivery of it finds no payload and is
+#              skipped instead of running again.
+PLATFORM_LUA = """
+local ns = KEYS[1]
+local command = ARGV[1]
+local worker_id = ARGV[4]
+redis.call("zadd", ns .. ":__heartbeats__", ARGV[2], worker_id)
+local queue = ns .. ":" .. ARGV[3]
+local messages = queue .. ".msgs"
+if command == "enqueue" then
+  redis.call("hset", messages, ARGV[5], ARGV[6])
+  redis.call("rpush", queue, ARGV[5])
+  redis.call("lpush", queue .. ".wake", 1)
+  redis.call("ltrim", queue .. ".wake", 0, tonumber(ARGV[7]) - 1)
+  if ARGV[8] ~= "" then
+    redis.call("rpush", ns .. ":ledger:spool", ARGV[8])
+  end
+  return 1
+elseif command == "ack_finish" then
+  redis.call("srem", ns .. ":__acks__." .. worker_id .. "." .. ARGV[3], ARGV[5])
+  redis.call("hdel", messages, ARGV[5])
+  redis.call("rpush", ns .. ":ledger:spool", ARGV[7])
+  redis.call("hdel", ns .. ":ledger:attempts", ARGV[6])
+  return 1
+end
+return redis.error_reply("unknown platform command " .. command)
+"""
 
 
 class PlatformRedisBroker(RedisBroker):
@@ -45,6 +84,7 @@ class PlatformRedisBroker(RedisBroker):
                          heartbeat_timeout=heartbeat_timeout, **kwargs)
         self.url = url
         self._force_maintenance = threading.local()
+        self._platform_script: Any = None
 
     # -- hooks beyond dramatiq's own signals -----------------------------------------------
     def notify(self, hook: str, *args: Any) -> None:
@@ -76,24 +116,29 @@ class PlatformRedisBroker(RedisBroker):
         return f"{self.namespace}:{queue_name}.wake"
 
     def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
-        """dramatiq's enqueue script plus a wake-up token, in one pipelined round trip.
+        """dramatiq's enqueue plus a wake-up token (and, in redis ledger mode, the run's
+        PENDING event), atomically in one script call.
 
         dramatiq's consumers poll with exponential back-off (up to the worker timeout), so
         a job sent to an idle worker waits ~10 ms at p50 and up to a second. Our consumers
         block on the queue's wake list instead and fetch as soon as a token arrives.
         The list is trimmed, so tokens nobody waits for cannot pile up.
         """
-        with self.client.pipeline(transaction=False) as pipe:
-            self._enqueue_into(pipe, queue_name, redis_id, data)
-            pipe.execute()
+        event = self.take_ledger_event(redis_id) or ""
+        self.platform_script(keys=[self.namespace], args=[
+            "enqueue", current_millis(), queue_name, self.broker_id, redis_id, data, WAKE_TOKENS_MAX, event])
 
-    def _enqueue_into(self, pipe: Any, queue_name: str, redis_id: str, data: bytes) -> None:
-        args = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
-                self.dead_message_ttl, 0, self._max_unpack_size(), redis_id, data]
-        self.scripts["dispatch"](keys=[self.namespace], args=args, client=pipe)
-        wake = self.wake_key(queue_name)
-        pipe.lpush(wake, 1)
-        pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
+    @property
+    def platform_script(self) -> Any:
+        """The platform's Redis script (:data:`PLATFORM_LUA`), registered on first use."""
+        script = self._platform_script
+        if script is None:
+            script = self._platform_script = FastScript(self.client, PLATFORM_LUA)
+        return script
+
+    def take_ledger_event(self, redis_id: str) -> str | None:
+        """The PENDING event the ledger middleware stashed for this message (redis mode)."""
+        return take_enqueue_event(redis_id)
 
     def enqueue_encoded_many(self, items: list[tuple[str, str, bytes]], chunk: int = 1000) -> None:
         """Enqueue pre-encoded messages ``(queue_name, redis_message_id, data)``.
@@ -179,10 +224,27 @@ class _QuarantiningConsumer(_RedisConsumer):
         self.held: set[str] = set()
 
     def ack(self, message: Any) -> None:
+        event = state(message).finish_event
         try:
-            super().ack(message)
+            if event is None:
+                super().ack(message)
+            else:
+                self._ack_with_event(message, event)
         finally:
             self.held.discard(message.options.get("redis_message_id"))
+
+    def _ack_with_event(self, message: Any, event: str) -> None:
+        """The ack and the run's FINISHED event in one MULTI/EXEC (redis-mode ledger): a
+        crash leaves either both (the run is finished) or neither (it is redelivered)."""
+        broker = self.broker
+        try:
+            broker.platform_script(keys=[broker.namespace], args=[
+                "ack_finish", current_millis(), self.queue_name, broker.broker_id,
+                message.options["redis_message_id"], message.message_id, event])
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
+        finally:
+            self.queued_message_ids.discard(message.message_id)
 
     def nack(self, message: Any) -> None:
         try:

@@ -12,6 +12,12 @@ Because each statement carries the identifying columns and never moves a FINISHE
 the events converge to the same row whatever order they are applied in. That is what
 lets a transition that cannot reach PostgreSQL be *spooled* to a Redis list and applied
 later by :class:`SpoolFlusher` without ever being dropped or moving a run backwards.
+
+In ``LEDGER_MODE=redis`` the same list is the ledger's write buffer: every transition is
+appended to it atomically with the broker operation it belongs to (see
+:func:`stash_enqueue_event`, :data:`START_SCRIPT` and the broker's ack) and the flusher
+applies it in batches (:meth:`LedgerStore.drain_spool`), a few statements per hundreds
+of transitions instead of one round trip each.
 """
 
 from __future__ import annotations
@@ -147,6 +153,106 @@ SELECT 'F', f.message_id, NULL, NOT EXISTS (SELECT 1 FROM job_runs x WHERE x.mes
 BATCH_EXECUTE = ("EXECUTE ledger_batch(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::timestamptz[], "
                  "%s::text[], %s::int[], %s::jsonb[])")
 
+# Batched application of buffered (version 2) events by the spool drainer: one statement
+# per kind for a whole chunk. Each carries the attempt number it saw, so applying an event
+# twice (a drain interrupted between COMMIT and LTRIM) gives the same row.
+DRAIN_STARTED = """
+    INSERT INTO job_runs (message_id, actor_name, queue_name, tenant_id, enqueued_at, status, attempts,
+                          started_at, worker_id, updated_at)
+    SELECT message_id, actor_name, queue_name, tenant_id, enqueued_at, 'STARTED', attempt, at, worker_id, at
+      FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::text[],
+                  %s::int[]) AS t(message_id, actor_name, queue_name, tenant_id, enqueued_at, at, worker_id, attempt)
+    ON CONFLICT (message_id) DO UPDATE
+       SET status = 'STARTED', attempts = GREATEST(job_runs.attempts, EXCLUDED.attempts),
+           started_at = EXCLUDED.started_at, worker_id = EXCLUDED.worker_id, retry_at = NULL,
+           updated_at = EXCLUDED.updated_at
+     WHERE job_runs.status <> 'FINISHED'
+"""
+
+DRAIN_FINISHED = """
+    INSERT INTO job_runs (message_id, actor_name, queue_name, tenant_id, enqueued_at, status, resolution, attempts,
+                          started_at, worker_id, finished_at, result, updated_at)
+    SELECT message_id, actor_name, queue_name, tenant_id, enqueued_at, 'FINISHED', resolution, attempts,
+           started_at, worker_id, at, result, at
+      FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::text[],
+                  %s::int[], %s::jsonb[], %s::timestamptz[], %s::text[])
+           AS t(message_id, actor_name, queue_name, tenant_id, enqueued_at, at, resolution, attempts, result,
+                started_at, worker_id)
+    ON CONFLICT (message_id) DO UPDATE
+       SET status = 'FINISHED', resolution = EXCLUDED.resolution, finished_at = EXCLUDED.finished_at,
+           result = EXCLUDED.result, retry_at = NULL, attempts = GREATEST(job_runs.attempts, EXCLUDED.attempts),
+           started_at = COALESCE(EXCLUDED.started_at, job_runs.started_at),
+           worker_id = COALESCE(EXCLUDED.worker_id, job_runs.worker_id), updated_at = EXCLUDED.updated_at
+     WHERE job_runs.status <> 'FINISHED'
+"""
+
+_PENDING_MANY = (f"INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, updated_at, retry_of) "
+                 "VALUES %s ON CONFLICT (message_id) DO NOTHING")
+_PENDING_TEMPLATE = f"({_IDENTITY_VALUES}, 'PENDING', 0, %(at)s, %(retry_of)s)"
+
+#: Buffered events (``LEDGER_MODE=redis``) carry this version; the drainer batches them.
+EVENT_VERSION = 2
+_BATCHED_KINDS = ("pending", "started", "finished")
+
+# The STARTED step of a delivery in redis mode, atomically in Redis:
+#   KEYS: the queue's payload hash, the attempts hash, the revoked set, the ledger buffer
+#   ARGV: redis message id, message id, event prefix, event suffix, attempt floor
+# Returns -2 if the run was revoked, -1 if the message is no longer in the queue's payload
+# hash (acked by another delivery: the run is finished), else the attempt number, after
+# appending the STARTED event (with that number) to the buffer.
+START_SCRIPT = """
+if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return -2 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+local floor = tonumber(ARGV[5])
+if n < floor then
+  redis.call('HSET', KEYS[2], ARGV[2], floor)
+  n = floor
+end
+redis.call('RPUSH', KEYS[4], ARGV[3] .. n .. ARGV[4])
+return n
+"""
+
+
+def spool_key(namespace: str) -> str:
+    """The Redis list of transitions waiting for PostgreSQL (the redis-mode buffer too)."""
+    return f"{namespace}:ledger:spool"
+
+
+def attempts_key(namespace: str) -> str:
+    """Redis hash of attempt counters of runs in flight (redis mode)."""
+    return f"{namespace}:ledger:attempts"
+
+
+def event_json(kind: str, params: Params) -> str:
+    """A buffered transition, as appended to the spool list."""
+    return json.dumps({"v": EVENT_VERSION, "kind": kind, "params": params}, default=str, separators=(",", ":"))
+
+
+def started_event_parts(params: Params) -> tuple[str, str]:
+    """The STARTED event split around its attempt number (filled in by START_SCRIPT)."""
+    body = json.dumps(params, default=str, separators=(",", ":"))
+    return f'{{"v":{EVENT_VERSION},"kind":"started","params":{body[:-1]},"attempt":', "}}"
+
+
+_enqueue_local = threading.local()
+
+
+def stash_enqueue_event(redis_message_id: str, event: str) -> None:
+    """Hand the PENDING event of a message about to be enqueued to the broker, which
+    writes it in the same MULTI as the message (redis mode)."""
+    stash = getattr(_enqueue_local, "events", None)
+    if stash is None or len(stash) > 64:  # entries of enqueues that never happened
+        stash = _enqueue_local.events = {}
+    stash[redis_message_id] = event
+
+
+def take_enqueue_event(redis_message_id: str) -> str | None:
+    """The stashed PENDING event of ``redis_message_id``, if any (removed)."""
+    stash = getattr(_enqueue_local, "events", None)
+    return stash.pop(redis_message_id, None) if stash else None
+
+
 # A transition kind is applied as these statements, in one transaction.
 PLANS: dict[str, tuple[str, ...]] = {
     "pending": ("pending",),
@@ -205,10 +311,11 @@ class LedgerStore:
       spool_key: the Redis list holding transitions that still have to be applied.
     """
 
-    def __init__(self, dsn: str, redis_client: redis.Redis | None, spool_key: str) -> None:
+    def __init__(self, dsn: str, redis_client: redis.Redis | None, spool_key: str, *, mode: str = "sync") -> None:
         self.dsn = libpq_dsn(dsn)
         self.redis = redis_client
         self.spool_key = spool_key
+        self.mode = mode if redis_client is not None else "sync"
         self.spooled_total = 0
         self._local = threading.local()
 
@@ -276,16 +383,26 @@ class LedgerStore:
                         kind, params.get("message_id"))
             return False, None
 
+    def record(self, kind: str, params: Params) -> None:
+        """A transition the caller needs durable before it goes on: applied now (sync
+        mode, spooled if PostgreSQL is unreachable) or appended to the buffer (redis mode)."""
+        if self.mode == "redis":
+            assert self.redis is not None
+            self.redis.rpush(self.spool_key, event_json(kind, params))
+        else:
+            self.apply(kind, params)
+
     def spool(self, kind: str, params: Params) -> None:
         """Keep a transition in Redis until the database can take it."""
         assert self.redis is not None
         self.redis.rpush(self.spool_key, json.dumps({"kind": kind, "params": params}, default=str))
         self.spooled_total += 1
 
-    def drain_spool(self, *, limit: int = 10_000) -> int:
-        """Apply spooled transitions in order; stop at the first connectivity error.
-        Returns how many were applied. Safe to run from several processes at once: each
-        event is idempotent, and a lock keeps the order within one drainer."""
+    def drain_spool(self, *, limit: int = 10_000, chunk: int = 500) -> int:
+        """Apply spooled transitions in order, a chunk per transaction; stop at the first
+        connectivity error. Returns how many were applied. Safe to run from several
+        processes at once: each event is idempotent, and a lock keeps the order within
+        one drainer."""
         if self.redis is None:
             return 0
         lock_key = self.spool_key + ":lock"
@@ -294,25 +411,110 @@ class LedgerStore:
         applied = 0
         try:
             while applied < limit:
-                raw = self.redis.lindex(self.spool_key, 0)
-                if raw is None:
+                raws = self.redis.lrange(self.spool_key, 0, chunk - 1)
+                if not raws:
                     break
-                event = json.loads(raw)
-                try:
-                    self._apply(event["kind"], event["params"])
-                except BaseException as exc:
-                    if _is_connectivity_error(exc):
-                        break
-                    # A transition the database rejects for another reason would block the
-                    # spool forever; park it where an operator can see it.
-                    log.error("Spooled %s transition rejected (%s); parked in %s:dead",
-                              event.get("kind"), exc, self.spool_key)
-                    self.redis.rpush(self.spool_key + ":dead", raw)
-                self.redis.lpop(self.spool_key)
-                applied += 1
+                done = self._apply_chunk(raws)
+                if done:
+                    # Events appended meanwhile are at the tail; LTRIM keeps them.
+                    self.redis.ltrim(self.spool_key, done, -1)
+                    applied += done
+                if done < len(raws):
+                    break
         finally:
             self.redis.delete(lock_key)
         return applied
+
+    def _apply_chunk(self, raws: list[Any]) -> int:
+        """Apply ``raws`` in one transaction; returns how many leading events are done
+        (applied or parked). On a rejected event, falls back to one event at a time and
+        parks the ones the database refuses in ``<spool>:dead``."""
+        events: list[tuple[bytes, Any]] = []
+        for raw in raws:
+            try:
+                events.append((raw, json.loads(raw)))
+            except ValueError:
+                events.append((raw, None))
+        try:
+            self._apply_events(events)
+            return len(events)
+        except BaseException as exc:
+            if _is_connectivity_error(exc):
+                return 0
+        for index, (raw, event) in enumerate(events):
+            try:
+                self._apply_events([(raw, event)])
+            except BaseException as exc:
+                if _is_connectivity_error(exc):
+                    return index
+                # A transition the database rejects for another reason would block the
+                # spool forever; park it where an operator can see it.
+                log.error("Spooled transition rejected (%s); parked in %s:dead", exc, self.spool_key)
+                assert self.redis is not None
+                self.redis.rpush(self.spool_key + ":dead", raw)
+        return len(events)
+
+    def _apply_events(self, events: list[tuple[bytes, Any]]) -> None:
+        """Apply decoded spool events in one transaction. Buffered events of one kind are
+        grouped into one statement; a STARTED followed by the FINISHED of the same run
+        becomes one row update. An event for a run already in the current group starts
+        a new group, so no statement touches a row twice."""
+        cur = self._connection().cursor()
+        pending: list[Params] = []
+        started: dict[str, Params] = {}
+        finished: dict[str, Params] = {}
+
+        def flush() -> None:
+            if pending:
+                psycopg2.extras.execute_values(cur, _PENDING_MANY, pending, template=_PENDING_TEMPLATE,
+                                               page_size=1000)
+            if started:
+                rows = list(started.values())
+                cur.execute(DRAIN_STARTED, _columns(rows, "message_id", "actor_name", "queue_name", "tenant_id",
+                                                    "enqueued_at", "at", "worker_id", "attempt"))
+            if finished:
+                rows = list(finished.values())
+                cur.execute(DRAIN_FINISHED, _columns(rows, "message_id", "actor_name", "queue_name", "tenant_id",
+                                                     "enqueued_at", "at", "resolution", "attempts", "result",
+                                                     "started_at", "worker_id"))
+            pending.clear()
+            started.clear()
+            finished.clear()
+
+        try:
+            cur.execute("BEGIN")
+            for _raw, event in events:
+                if not isinstance(event, dict) or "kind" not in event or "params" not in event:
+                    raise LedgerError("malformed spool event")
+                kind, params = event["kind"], event["params"]
+                if event.get("v") == EVENT_VERSION and kind in _BATCHED_KINDS:
+                    message_id = params["message_id"]
+                    if kind == "pending":
+                        pending.append({"retry_of": None, **params})
+                    elif kind == "started":
+                        if message_id in started or message_id in finished:
+                            flush()
+                        started[message_id] = params
+                    else:
+                        if message_id in finished:
+                            flush()
+                        start = started.pop(message_id, None)
+                        if start is not None:
+                            params = {**params, "started_at": params.get("started_at") or start["at"],
+                                      "attempts": max(int(params.get("attempts") or 0), int(start["attempt"]))}
+                        finished[message_id] = params
+                    continue
+                flush()
+                for name in PLANS[kind]:
+                    cur.execute(SQL[name], params)
+            flush()
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if _is_connectivity_error(exc) or not isinstance(exc, Exception):
+                self._drop_connection()
+            else:
+                self._rollback_quietly()
+            raise
 
     def spool_length(self) -> int:
         return int(self.redis.llen(self.spool_key)) if self.redis is not None else 0
@@ -325,14 +527,7 @@ class LedgerStore:
             return
         try:
             cur = self._connection().cursor()
-            psycopg2.extras.execute_values(
-                cur,
-                f"INSERT INTO job_runs ({_IDENTITY_COLUMNS}, status, attempts, updated_at, retry_of) "
-                "VALUES %s ON CONFLICT (message_id) DO NOTHING",
-                rows,
-                template=f"({_IDENTITY_VALUES}, 'PENDING', 0, %(at)s, %(retry_of)s)",
-                page_size=1000,
-            )
+            psycopg2.extras.execute_values(cur, _PENDING_MANY, rows, template=_PENDING_TEMPLATE, page_size=1000)
         except BaseException as exc:
             self._drop_connection()
             if self.redis is None or not _is_connectivity_error(exc):
@@ -373,6 +568,11 @@ class LedgerStore:
             elif kind == "S":
                 attempts[message_id] = n
         return attempts, missing
+
+
+def _columns(rows: list[Params], *names: str) -> list[list[Any]]:
+    """Column arrays (for ``unnest``) of ``names`` over ``rows``; absent values are NULL."""
+    return [[row.get(name) for row in rows] for name in names]
 
 
 def libpq_dsn(url: str) -> str:

@@ -25,6 +25,8 @@ class DeliveryState:
     context_tokens: Any = None
     identity: dict[str, Any] | None = None  # the ledger row identity, computed once
     pending_write: Any = None               # a FINISHED write the ack must wait for
+    started_at: str | None = None           # redis mode: when this attempt started (ISO)
+    finish_event: str | None = None         # redis mode: the FINISHED event the ack appends
 
 
 def state(message: Any) -> DeliveryState:

@@ -19,6 +19,7 @@ def report_progress(value: float | dict[str, Any], *, message: str | None = None
     payload: dict[str, Any] = value if isinstance(value, dict) else {"fraction": float(value)}
     if message is not None:
         payload = {**payload, "message": message}
-    process_store().apply("progress", {"message_id": message_id, "progress": to_json(payload),
-                                       "at": iso(utcnow())})
+    # record(): in redis mode the progress goes through the buffer, after the run's STARTED.
+    process_store().record("progress", {"message_id": message_id, "progress": to_json(payload),
+                                        "at": iso(utcnow())})
     checkpoint()

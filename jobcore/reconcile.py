@@ -96,8 +96,17 @@ def reconcile(broker: Any, *, grace_s: float) -> ReconcileReport:
         if not candidates:
             return report
         present = present_message_ids(broker)
+        # A run can finish between the ledger read and the Redis scan (its message is
+        # acked, so it looks lost). Its FINISHED is committed (sync mode) or in the
+        # buffer (redis mode) by then: apply the buffer and read the ledger again.
+        try:
+            process_store().drain_spool()
+        except Exception:
+            log.warning("Reconciliation could not apply the ledger buffer first", exc_info=True)
+            return report
+        still_open = {r["message_id"] for r in _candidates(grace_s, live)}
         for run in candidates:
-            if run["message_id"] in present:
+            if run["message_id"] in present or run["message_id"] not in still_open:
                 continue
             if _contains_mask(run["args"]) or _contains_mask(run["kwargs"]):
                 _close_lost(run)

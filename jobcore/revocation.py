@@ -47,6 +47,8 @@ class RevokeResult:
 
 def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> RevokeResult:
     """Revoke the run of ``message_id`` (see the module docstring for the semantics)."""
+    if get_settings().ledger_mode == "redis":
+        _apply_ledger_buffer()
     with control_engine().begin() as conn:
         row = conn.execute(text(
             "UPDATE job_runs SET status = 'FINISHED', resolution = 'REVOKED', finished_at = now(), "
@@ -54,6 +56,13 @@ def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> Revok
             "WHERE message_id = :m AND (status = 'PENDING' OR (status = 'STARTED' AND retry_at IS NOT NULL)) "
             "RETURNING id"), {"m": message_id}).first()
         if row is not None:
+            settings = get_settings()
+            if settings.ledger_mode == "redis":
+                # The ledger may lag the buffer: the run may already be running. Publish
+                # the revocation too: a delivery checks it before starting (START_SCRIPT)
+                # and a running attempt is stopped like any revoked running job.
+                client = redis_client or redis.Redis.from_url(settings.redis_url)
+                client.zadd(revoked_key(settings.redis_namespace), {message_id: time.time()})
             return RevokeResult(message_id, "revoked", "REVOKED")
         row = conn.execute(text(
             "UPDATE job_runs SET revoke_requested_at = now(), updated_at = now() "
@@ -68,6 +77,16 @@ def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> Revok
     client = redis_client or redis.Redis.from_url(settings.redis_url)
     client.zadd(revoked_key(settings.redis_namespace), {message_id: time.time()})
     return RevokeResult(message_id, "revoking", None)
+
+
+def _apply_ledger_buffer() -> None:
+    """Redis mode: bring the ledger up to date with the buffer before deciding by it."""
+    from jobcore.ledger import process_store
+
+    try:
+        process_store().drain_spool()
+    except Exception:  # no ledger in this process, or PostgreSQL down: decide on what is there
+        pass
 
 
 def mark_revoked_locally(message_id: str) -> None:

@@ -83,6 +83,17 @@ class Settings:
     revoke_poll_ms: int = 500
     redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)
     ledger_pool_size: int = 4
+    # How transitions reach the control database (README "The ledger", "Ledger modes"):
+    # "sync"  - each transition is committed to PostgreSQL before the step it guards
+    #           (PENDING before the Redis write, STARTED before the job, FINISHED before
+    #           the ack); PostgreSQL is the source of truth at every moment.
+    # "redis" - each transition is written to Redis atomically with the broker operation
+    #           it belongs to (PENDING in the enqueue's MULTI, STARTED in one script with
+    #           the delivery checks, FINISHED in the ack's MULTI) and flushed to PostgreSQL
+    #           in batches every LEDGER_FLUSH_MS. Much cheaper; the ledger lags by about
+    #           one flush interval, and a Redis data loss loses unflushed transitions.
+    ledger_mode: str = "sync"
+    ledger_flush_ms: int = 50
     # --- tenancy -------------------------------------------------------------------
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.
@@ -160,6 +171,10 @@ class Settings:
             raise ConfigurationError("need 0 < MIN_BACKOFF_MS <= MAX_BACKOFF_MS")
         if self.heartbeat_interval_ms * 2 > self.heartbeat_timeout_ms:
             raise ConfigurationError("HEARTBEAT_INTERVAL_MS must be at most half of HEARTBEAT_TIMEOUT_MS")
+        if self.ledger_mode not in ("sync", "redis"):
+            raise ConfigurationError("LEDGER_MODE must be 'sync' or 'redis'")
+        if self.ledger_flush_ms <= 0:
+            raise ConfigurationError("LEDGER_FLUSH_MS must be > 0")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")

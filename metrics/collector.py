@@ -226,6 +226,10 @@ class JobsCollector(Collector):
         spool = GaugeMetricFamily("jobs_ledger_spool_length", "Ledger transitions waiting in Redis for PostgreSQL")
         spool.add_metric([], float(s.spool_length))
         yield spool
+        spool_age = GaugeMetricFamily("jobs_ledger_spool_oldest_age_seconds",
+                                      "Age of the oldest ledger transition not yet applied to PostgreSQL")
+        spool_age.add_metric([], s.spool_oldest_age)
+        yield spool_age
         schedulers = GaugeMetricFamily("jobs_schedulers_alive", "Scheduler processes with a recent heartbeat")
         schedulers.add_metric([], float(s.schedulers_alive))
         yield schedulers

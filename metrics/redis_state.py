@@ -15,8 +15,10 @@ Live workers: dramatiq's enqueue script heartbeats the *sending* process too, so
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -32,6 +34,8 @@ class RedisSnapshot:
     # the ledger spool (transitions waiting for PostgreSQL).
     platform_events: dict[str, int] = field(default_factory=dict)
     spool_length: int = 0
+    # seconds since the oldest transition in the spool happened (0 when it is empty)
+    spool_oldest_age: float = 0.0
     newest_scheduler_heartbeat_age: float | None = None
 
 
@@ -69,9 +73,10 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     pipe.zrange(sched, -1, -1, withscores=True)
     pipe.hgetall(f"{namespace}:platform:stats")
     pipe.llen(f"{namespace}:ledger:spool")
+    pipe.lindex(f"{namespace}:ledger:spool", 0)
     results = pipe.execute()
-    stats, spool = results[-2:]
-    results = results[:-2]
+    stats, spool, oldest_event = results[-3:]
+    results = results[:-3]
     snap = RedisSnapshot()
     for i, q in enumerate(ordered):
         ready, held, delayed, dead = (int(x) for x in results[4 * i:4 * i + 4])
@@ -89,8 +94,20 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     snap.schedulers_alive = int(schedulers)
     snap.platform_events = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in stats.items()}
     snap.spool_length = int(spool)
+    snap.spool_oldest_age = _event_age(oldest_event, now_ms)
     if newest_worker:
         snap.newest_worker_heartbeat_age = max(0.0, (now_ms - float(newest_worker[0][1])) / 1000)
     if newest_scheduler:
         snap.newest_scheduler_heartbeat_age = max(0.0, (now_ms - float(newest_scheduler[0][1])) / 1000)
     return snap
+
+
+def _event_age(raw: bytes | None, now_ms: float) -> float:
+    """Age of a spooled ledger event from its ``at`` timestamp (0 if empty or unreadable)."""
+    if not raw:
+        return 0.0
+    try:
+        at = datetime.fromisoformat(json.loads(raw)["params"]["at"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+    return max(0.0, now_ms / 1000 - at.timestamp())

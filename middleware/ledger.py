@@ -11,6 +11,10 @@
 * Messages for unknown actors and undecodable messages are recorded (rejected_messages)
   and the run, if it has a row, is closed as ERROR.
 
+``LEDGER_MODE=redis`` (see :mod:`jobcore.settings`) writes the same transitions to the
+Redis ledger buffer atomically with the broker operation each belongs to, instead of
+waiting for PostgreSQL; the spool flusher applies them in batches.
+
 It must sit *after* validation, context and expiry in the stack (their ``before_``
 hooks run first) and *before* the retry policy (whose ``after_`` hook then runs first).
 """
@@ -30,20 +34,28 @@ from dramatiq.errors import ActorNotFound
 
 from jobcore.context import OPTION
 from jobcore.errors import AlreadyFinished, JobRevoked
+from jobcore.fastscript import FastScript
 from jobcore.ledger import (
+    START_SCRIPT,
     LedgerStore,
     LedgerWriter,
     Params,
     SpoolFlusher,
+    attempts_key,
+    event_json,
     fingerprint,
     identity_params,
     iso,
     register_process_store,
+    spool_key,
+    started_event_parts,
+    stash_enqueue_event,
     to_json,
     utcnow,
 )
 from jobcore.message_state import state
 from jobcore.redaction import Redactor, get_redactor
+from jobcore.revocation import revoked_key
 from jobcore.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +74,7 @@ class Ledger(Middleware):
         self._store_pid: int | None = None
         self._broker: Any = None
         self._flusher: SpoolFlusher | None = None
+        self._start_script: Any = None
         register_process_store(self.store)
 
     @property
@@ -80,10 +93,17 @@ class Ledger(Middleware):
             broker = self._broker
             client = broker.client if broker is not None else None
             namespace = broker.namespace if broker is not None else "dramatiq"
-            self._store = LedgerStore(get_settings().database_url, client, f"{namespace}:ledger:spool")
+            settings = get_settings()
+            mode = settings.ledger_mode if hasattr(broker, "take_ledger_event") else "sync"
+            self._store = LedgerStore(settings.database_url, client, spool_key(namespace), mode=mode)
             self._writer = LedgerWriter(self._store)
             self._store_pid = pid
         return self._store
+
+    @property
+    def buffered(self) -> bool:
+        """True in redis mode (transitions go to the Redis buffer)."""
+        return self.store().mode == "redis"
 
     def writer(self) -> LedgerWriter:
         """This process's batching writer for worker-side transitions."""
@@ -121,6 +141,19 @@ class Ledger(Middleware):
             enqueued_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
         )
 
+    def _light_identity(self, message: Any) -> Params:
+        """The columns a buffered STARTED/FINISHED needs to create a row whose PENDING was
+        lost (no arguments: computing their redaction on every delivery costs too much)."""
+        ctx = message.options.get(OPTION) or {}
+        tenant = ctx.get("tenant_id") if isinstance(ctx, dict) else None
+        return {
+            "message_id": message.message_id,
+            "actor_name": message.actor_name,
+            "queue_name": q_name(message.queue_name),
+            "tenant_id": int(tenant) if tenant is not None else None,
+            "enqueued_at": iso(datetime.fromtimestamp(message.message_timestamp / 1000, UTC)),
+        }
+
     def _error_params(self, exception: BaseException, attempt: int, will_retry: bool) -> Params:
         tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
         tb = pg_text(self.redactor.text(tb)[-MAX_TRACEBACK:], MAX_TRACEBACK)
@@ -147,16 +180,26 @@ class Ledger(Middleware):
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         params = self.prepare_pending(broker, message)
-        if params is not None:
+        if params is None:
+            return
+        if self.buffered:
+            # Written by the broker in the same MULTI as the message: both or neither.
+            stash_enqueue_event(message.options["redis_message_id"], event_json("pending", params))
+        else:
             self.store().apply("pending", params)
 
     def after_enqueue_failed(self, broker: Any, message: Any, exc: BaseException) -> None:
+        if self.buffered:
+            return  # the PENDING event failed with the message: nothing was recorded
         params = {"message_id": message.message_id, "at": iso(utcnow()), "resolution": "ERROR"}
         params.update(self._error_params(exc, 0, False))
         self.store().apply("enqueue_failed", params)
 
     # -- processing ---------------------------------------------------------------------
     def before_process_message(self, broker: Any, message: Any) -> None:
+        if self.buffered:
+            self._start_buffered(broker, message)
+            return
         st = state(message)
         params = {"message_id": message.message_id, "at": iso(utcnow()), "worker_id": broker.broker_id}
         applied, row = self.writer().submit("started", params, lambda: self._cached_identity(broker, message))
@@ -165,6 +208,29 @@ class Ledger(Middleware):
             log.info("Skipping %s (%s): its run is already finished", message.message_id, message.actor_name)
             raise AlreadyFinished("run already finished")
         st.attempt = int(row[0]) if row else int(message.options.get("retries", 0)) + 1
+
+    def _start_buffered(self, broker: Any, message: Any) -> None:
+        """STARTED in redis mode: one script checks that the run was not revoked or
+        finished by another delivery, counts the attempt and appends the event."""
+        st = state(message)
+        now = iso(utcnow())
+        ns = broker.namespace
+        queue = q_name(message.queue_name)
+        params = {**self._light_identity(message), "at": now, "worker_id": broker.broker_id}
+        prefix, suffix = started_event_parts(params)
+        if self._start_script is None:
+            self._start_script = FastScript(broker.client, START_SCRIPT)
+        floor = int(message.options.get("retries", 0)) + 1
+        n = int(self._start_script(
+            keys=[f"{ns}:{queue}.msgs", attempts_key(ns), revoked_key(ns), spool_key(ns)],
+            args=[message.options.get("redis_message_id", ""), message.message_id, prefix, suffix, floor]))
+        if n < 0:
+            st.skip_reason = "REVOKED" if n == -2 else "DUPLICATE"
+            log.info("Skipping %s (%s): its run is %s", message.message_id, message.actor_name,
+                     "revoked" if n == -2 else "already finished")
+            raise AlreadyFinished("run revoked" if n == -2 else "run already finished")
+        st.attempt = n
+        st.started_at = now
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
@@ -180,6 +246,11 @@ class Ledger(Middleware):
                 payload = to_json(self.redactor.value(_jsonable(result))) if keep and result is not None else "null"
             params = {"message_id": message.message_id, "at": iso(now), "resolution": resolution,
                       "attempts": st.attempt or 1, "result": payload}
+            if self.buffered:
+                # Appended by the consumer in the same MULTI as the ack (both or neither).
+                params.update(self._light_identity(message), started_at=st.started_at, worker_id=broker.broker_id)
+                st.finish_event = event_json("finished", params)
+                return
             # The job thread moves on; the ack waits for this write (before_ack).
             st.pending_write = self.writer().submit_nowait(
                 "finished", params, lambda: self._cached_identity(broker, message))
@@ -189,10 +260,12 @@ class Ledger(Middleware):
         params.update(self._error_params(exception, st.attempt or 1, st.will_retry))
         if st.will_retry:
             params["retry_at"] = iso(now + timedelta(milliseconds=st.retry_delay_ms or 0))
-            self.store().apply("retry_wait", params)
+            self.store().record("retry_wait", params)
         else:
             params.update(resolution="ERROR", result="null")
-            self.store().apply("final_error", params)
+            self.store().record("final_error", params)
+            if self.buffered:
+                broker.client.hdel(attempts_key(broker.namespace), message.message_id)
 
     def before_ack(self, broker: Any, message: Any) -> None:
         """Never ack a message before its FINISHED transition is committed or spooled: a
@@ -214,7 +287,7 @@ class Ledger(Middleware):
         params.update(at=iso(utcnow()), attempts=0, result="null")
         if st.skip_reason in ("EXPIRED", "REVOKED"):
             params["resolution"] = st.skip_reason
-            self.store().apply("finished", params)
+            self.store().record("finished", params)
             return
         # REJECTED, or a skip by middleware that did not say why: the run can never
         # complete, so close it visibly rather than leave it PENDING forever.
@@ -222,7 +295,7 @@ class Ledger(Middleware):
         params.update(resolution="ERROR", attempt=0, exception_type="jobcore.errors.Rejected",
                       error_message=self.redactor.text(detail), traceback="",
                       fingerprint=fingerprint("Rejected", detail), will_retry=False)
-        self.store().apply("final_error", params)
+        self.store().record("final_error", params)
 
     # -- messages that never reach an actor ---------------------------------------------
     def after_nack(self, broker: Any, message: Any) -> None:
@@ -257,10 +330,16 @@ class Ledger(Middleware):
     # -- spool ---------------------------------------------------------------------------
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         self._broker = broker
-        self._flusher = SpoolFlusher(self.store())
+        store = self.store()
+        # redis mode: the buffer is drained every LEDGER_FLUSH_MS; sync mode: the spool
+        # only fills while PostgreSQL is unreachable, once a second is enough.
+        interval = get_settings().ledger_flush_ms / 1000 if store.mode == "redis" else 1.0
+        self._flusher = SpoolFlusher(store, interval=interval)
         self._flusher.start()
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # After the worker threads have stopped: jobs that finished during the shutdown
+        # have their transitions in the buffer (redis mode) and the final drain takes them.
         if self._writer is not None and self._writer.batches:
             log.info("Ledger writer: %d transitions in %d batches (%.1f per round trip)",
                      self._writer.ops, self._writer.batches, self._writer.ops / self._writer.batches)

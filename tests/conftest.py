@@ -266,3 +266,23 @@ def start_scheduler(clean_state: None, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for scheduler in started:
         scheduler.kill()
+
+
+@pytest.fixture()
+def ledger_mode(request: Any, monkeypatch: pytest.MonkeyPatch, broker: Any) -> Iterator[str]:
+    """Run a test with the ledger in ``request.param`` mode ("sync" or "redis"), both in
+    this process (the producer) and in the workers it starts (through the environment).
+    Use with ``@pytest.mark.parametrize("ledger_mode", [...], indirect=True)``."""
+    from jobcore.ledger import process_store
+    from jobcore.settings import get_settings
+
+    mode = getattr(request, "param", "sync")
+    monkeypatch.setenv("LEDGER_MODE", mode)
+    get_settings.cache_clear()
+    store = process_store()
+    previous = store.mode
+    store.mode = mode
+    yield mode
+    store.mode = previous
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -39,7 +39,8 @@ def test_sigterm_to_the_main_process_lets_the_running_job_finish(broker, start_w
     assert broker.client.hlen(f"{broker.namespace}:default.msgs") == 0  # acked, nothing to redeliver
 
 
-def test_postgres_unavailable_for_30s_loses_no_transition(broker, start_worker):
+@pytest.mark.parametrize("ledger_mode", ["sync", "redis"], indirect=True)
+def test_postgres_unavailable_for_30s_loses_no_transition(broker, start_worker, ledger_mode):
     from actors.examples import example_progress
 
     proxy = TcpProxy("127.0.0.1", 5432)

@@ -89,7 +89,9 @@ def _rows(sql):
         return conn.execute(text(sql)).all()
 
 
-def test_pending_is_committed_before_the_message_is_visible(broker, redis_client, monkeypatch):
+def test_pending_is_committed_before_the_message_is_visible(broker, redis_client, monkeypatch, ledger_mode):
+    # ledger_mode: the default, sync (redis mode writes PENDING with the message instead:
+    # test_ledger_redis_buffer.py)
     """At the moment the message reaches Redis, its PENDING row is already committed
     (seen from another connection), so no worker can start a run the ledger lacks."""
     import psycopg2

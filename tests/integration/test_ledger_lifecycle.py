@@ -1,4 +1,5 @@
-"""Every lifecycle path of a run, with a real `dramatiq actors` worker subprocess."""
+"""Every lifecycle path of a run, with a real `dramatiq actors` worker subprocess, in both
+ledger modes (sync: PostgreSQL first; redis: the Redis buffer, flushed in batches)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import uuid
 import pytest
 
 from jobcore.revocation import revoke
-from tests.support.ledger import count, error_rows, run_row, wait_status
+from tests.support.ledger import count, error_rows, run_row, settle, wait_status
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("ledger_mode", ["sync", "redis"], indirect=True)]
+
+
+@pytest.fixture(autouse=True)
+def _mode(ledger_mode: str) -> str:
+    return ledger_mode
 
 
 def test_completed_with_result_and_redacted_args(broker, start_worker):
@@ -58,6 +64,7 @@ def test_expired_message_is_never_started(broker, start_worker):
     from actors.examples import example
 
     msg = example.send_with_options(args=("late",), max_age=300)
+    settle()  # redis mode: apply the buffered PENDING (no worker runs yet to flush it)
     assert run_row(msg.message_id)["status"] == "PENDING"
     time.sleep(0.6)  # no worker yet: the message ages past its limit in the queue
     start_worker()
@@ -67,7 +74,7 @@ def test_expired_message_is_never_started(broker, start_worker):
     assert row["attempts"] == 0
 
 
-def test_revoke_queued_run_never_starts(broker, start_worker, redis_client):
+def test_revoke_queued_run_never_starts(broker, start_worker, redis_client, ledger_mode):
     from actors.examples import example_progress
 
     msg = example_progress.send(2, 0.05)
@@ -85,7 +92,7 @@ def test_revoke_queued_run_never_starts(broker, start_worker, redis_client):
     row = run_row(msg.message_id)
     assert (row["status"], row["resolution"]) == ("FINISHED", "REVOKED")
     assert row["started_at"] is None and row["attempts"] == 0 and row["progress"] is None
-    assert "already finished" in worker.log
+    assert ("already finished" if ledger_mode == "sync" else "its run is revoked") in worker.log
 
 
 def test_revoke_running_run_is_interrupted(broker, start_worker):

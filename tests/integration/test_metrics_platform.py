@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import text
@@ -20,14 +24,18 @@ def test_reliability_counters_and_spool_are_exported_zero_filled(broker):
     for kind in ("reconciled", "reconcile_closed", "stuck_fetch_requeued"):
         assert f'jobs_platform_events_total{{kind="{kind}"}} 0.0' in text_before
     assert "jobs_ledger_spool_length 0.0" in text_before
+    assert "jobs_ledger_spool_oldest_age_seconds 0.0" in text_before
     ns = broker.namespace
     broker.client.hincrby(f"{ns}:platform:stats", "reconciled", 4)
     broker.client.hincrby(f"{ns}:platform:stats", "stuck_fetch_requeued", 1)
-    broker.client.rpush(f"{ns}:ledger:spool", "{}", "{}")
+    old = (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
+    broker.client.rpush(f"{ns}:ledger:spool", json.dumps({"kind": "progress", "params": {"at": old}}), "{}")
     after = scrape()
     assert 'jobs_platform_events_total{kind="reconciled"} 4.0' in after
     assert 'jobs_platform_events_total{kind="stuck_fetch_requeued"} 1.0' in after
     assert "jobs_ledger_spool_length 2.0" in after
+    age = float(re.search(r"^jobs_ledger_spool_oldest_age_seconds (\S+)$", after, re.M).group(1))
+    assert 89 < age < 120
 
 
 def test_failing_health_checks_are_countable_per_agency(broker, make_tenants):

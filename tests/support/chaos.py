@@ -45,6 +45,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._listener is not listener:
+                # Accepted by a blocked accept() just as the proxy was cut: refuse it.
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -70,9 +74,15 @@ class TcpProxy:
                     pass
 
     def cut(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # close() alone does not wake a thread blocked in accept(): it would still take
+            # one more connection. shutdown() does (EINVAL), so the cut is complete.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:

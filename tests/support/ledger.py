@@ -10,6 +10,13 @@ from jobcore.db import control_engine
 from tests.conftest import wait_for
 
 
+def settle() -> None:
+    """Apply the Redis ledger buffer now (redis mode; a no-op when it is empty)."""
+    from jobcore.ledger import process_store
+
+    process_store().drain_spool()
+
+
 def run_row(message_id: str) -> dict[str, Any] | None:
     with control_engine().connect() as conn:
         row = conn.execute(text("SELECT * FROM job_runs WHERE message_id = :m"), {"m": message_id}).mappings().first()
