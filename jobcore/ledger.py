@@ -354,11 +354,16 @@ class LedgerStore:
             cur.execute("BEGIN;" + ";".join(SQL[name] for name in plan) + ";COMMIT;", params)
             return None
         except BaseException as exc:
-            if _is_connectivity_error(exc) or not isinstance(exc, Exception):
-                self._drop_connection()
-            else:
-                self._rollback_quietly()
+            self._after_failure(exc)
             raise
+
+    def _after_failure(self, exc: BaseException) -> None:
+        """Leave this thread's connection usable after a failed statement: a broken or
+        interrupted one is dropped (reconnect next time), a healthy one rolled back."""
+        if _is_connectivity_error(exc) or not isinstance(exc, Exception):
+            self._drop_connection()
+        else:
+            self._rollback_quietly()
 
     def _rollback_quietly(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -510,10 +515,7 @@ class LedgerStore:
             flush()
             cur.execute("COMMIT")
         except BaseException as exc:
-            if _is_connectivity_error(exc) or not isinstance(exc, Exception):
-                self._drop_connection()
-            else:
-                self._rollback_quietly()
+            self._after_failure(exc)
             raise
 
     def spool_length(self) -> int:
