@@ -222,6 +222,9 @@ class _QuarantiningConsumer(_RedisConsumer):
         # Redis ids of the messages this consumer has handed to the worker and not yet
         # acked: what the stuck-fetch check compares the Redis ack set against.
         self.held: set[str] = set()
+        # Set whenever a message is acked or nacked: a consumer whose prefetch is all in
+        # use waits on it, so it fetches again the moment a worker thread frees a slot.
+        self._capacity = threading.Event()
 
     def ack(self, message: Any) -> None:
         event = state(message).finish_event
@@ -232,6 +235,7 @@ class _QuarantiningConsumer(_RedisConsumer):
                 self._ack_with_event(message, event)
         finally:
             self.held.discard(message.options.get("redis_message_id"))
+            self._capacity.set()
 
     def _ack_with_event(self, message: Any, event: str) -> None:
         """The ack and the run's FINISHED event in one MULTI/EXEC (redis-mode ledger): a
@@ -251,6 +255,7 @@ class _QuarantiningConsumer(_RedisConsumer):
             super().nack(message)
         finally:
             self.held.discard(message.options.get("redis_message_id"))
+            self._capacity.set()
 
     def unheld_ack_ids(self) -> set[str]:
         """Ids in this worker's Redis ack set for the queue that this consumer neither
@@ -290,8 +295,12 @@ class _QuarantiningConsumer(_RedisConsumer):
                 return MessageProxy(message)
             if self.outstanding_message_count >= self.prefetch:
                 # Busy: every prefetched message is still being processed. Don't take a
-                # wake-up token meant for an idle consumer; poll briefly instead.
-                time.sleep(0.005)
+                # wake-up token meant for an idle consumer; wait until a worker thread
+                # acks one (dramatiq sleeps a back-off here, which idles the threads of a
+                # busy worker). At most 5 ms, so delayed messages are still released on time.
+                self._capacity.clear()
+                if self.outstanding_message_count >= self.prefetch:
+                    self._capacity.wait(0.005)
                 return None
             self.message_cache = self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
             if self.message_cache:

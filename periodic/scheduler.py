@@ -2,7 +2,12 @@
 
 Run it with ``python -m periodic`` (the documented equivalent of ``periodiq actors``:
 it imports ``actors``, hands the periodic actors to a subclass of periodiq's
-``Scheduler`` and runs periodiq's loop). On every wake it:
+``Scheduler``, which decides what is due with periodiq's ``validate`` and
+``next_valid_date``). periodiq's own loop wakes itself with SIGALRM and a handler that
+puts into a ``queue.Queue`` the main thread is blocked on; a signal landing while that
+thread holds the queue's lock deadlocks the scheduler for good (seen here after a
+SIGSTOP/SIGCONT: no tick and no log line ever again). The loop here sleeps instead. On
+every wake it:
 
 1. **catches up**: for each schedule, fire times since its last recorded tick (or since
    this scheduler started) that are due: within the schedule's grace window they are
@@ -23,9 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pendulum
 from periodiq import Scheduler
 
 from periodic.schedules import Schedule, all_schedules
@@ -75,11 +81,34 @@ class TickScheduler(Scheduler):
                 self.fire(entry[0], entry[1], tick_at, catch_up=False)
 
     def schedule(self) -> None:
+        """One pass: catch up, then send what periodiq finds due now."""
         try:
             self.catch_up()
         except Exception:
             log.exception("Catch-up failed; continuing with the regular schedule")
-        return super().schedule()
+        # As periodiq: "now" rounded to the second, half a second ahead of a wake-up
+        # that comes a little early.
+        now = (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
+        self.send_actors([a for a in self.actors if a.options["periodic"].validate(now)], now=now)
+
+    def seconds_to_next(self) -> float:
+        """Seconds until the next fire time of any schedule (0 if one is already due)."""
+        now = (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
+        next_date = min(a.options["periodic"].next_valid_date(now) for a in self.actors)
+        return max(0.0, (next_date - pendulum.now()).total_seconds())
+
+    def loop(self) -> None:
+        """Run passes forever. ``time.sleep`` counts on the monotonic clock, so a scheduler
+        that was frozen (SIGSTOP, a VM pause) wakes at once and its catch-up records the
+        ticks it missed; a failing pass is logged and the loop goes on."""
+        while True:
+            try:
+                self.schedule()
+                delay = self.seconds_to_next()
+            except Exception:
+                log.exception("Scheduler pass failed; retrying in 1 s")
+                delay = 1.0
+            time.sleep(max(0.05, min(delay, 60.0)))
 
     def catch_up(self) -> None:
         """Send due ticks that no scheduler sent (within grace); record older ones MISSED."""
@@ -138,6 +167,8 @@ def run() -> int:
     threading.Thread(target=heartbeat_forever, args=(actors.broker, scheduler.scheduler_id), daemon=True,
                      name="scheduler-heartbeat").start()
     log.info("Scheduler %s started with %d schedules", scheduler.scheduler_id, len(scheduler.schedules))
-    scheduler.schedule()
+    if not scheduler.actors:
+        log.warning("Scheduler %s has no schedules to run", scheduler.scheduler_id)
+        threading.Event().wait()
     scheduler.loop()
     return 0

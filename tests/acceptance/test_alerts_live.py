@@ -88,8 +88,17 @@ def test_alerts_fire_on_faults_and_stay_quiet_when_healthy(
         os.kill(scheduler.proc.pid, signal.SIGCONT)
 
     wanted = {"JobErrorSpike", "JobBacklogAge", "JobBacklogCount", "ScheduleMissed"}
-    seen = wait_for(lambda: (lambda f: f if wanted <= set(f) else None)(firing(prom)), 60,
-                    interval=0.5, what=f"{sorted(wanted)} firing")
+    last: dict[str, Any] = {}
+
+    def all_firing() -> dict[str, list[dict[str, Any]]] | None:
+        last["firing"] = firing(prom)
+        return last["firing"] if wanted <= set(last["firing"]) else None
+
+    try:
+        seen = wait_for(all_firing, 60, interval=0.5, what=f"{sorted(wanted)} firing")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; firing at the end: {sorted(last.get('firing', {}))}, "
+                             f"all active: {alerts(prom)}") from None
     assert {"actor": "EXAMPLE_ERROR", "queue": "default"}.items() <= seen["JobErrorSpike"][0].items()
     assert any(labels["queue"] == "periodic" for labels in seen["JobBacklogAge"])
     assert any(labels["queue"] == "periodic" for labels in seen["JobBacklogCount"])
