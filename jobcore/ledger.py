@@ -327,6 +327,10 @@ class LedgerStore:
         if conn is None or conn.closed:
             conn = psycopg2.connect(self.dsn, connect_timeout=5, application_name="jobplatform-ledger")
             conn.autocommit = True
+            # The batch statement's plan does not depend on its arguments (always the
+            # message_id index); re-planning the CTE on each execution was half of the
+            # PostgreSQL CPU a job cost (measured: ~290 -> ~130 us per job at 4 per batch).
+            conn.cursor().execute("SET plan_cache_mode = force_generic_plan")
             conn.cursor().execute(BATCH_PREPARE)
             self._local.conn = conn
         return conn

@@ -94,9 +94,6 @@ class Settings:
     #           one flush interval, and a Redis data loss loses unflushed transitions.
     ledger_mode: str = "sync"
     ledger_flush_ms: int = 50
-    # GIL switch interval of worker processes in microseconds (CPython's default: 5000);
-    # 0 leaves the interpreter's default (see middleware/thread_switching.py).
-    worker_switch_interval_us: int = 0
     # --- tenancy -------------------------------------------------------------------
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.

@@ -26,7 +26,6 @@ def default_stack(settings: Settings | None = None) -> list[Middleware]:
     from middleware.retries import RetryPolicy
     from middleware.revocation import Revocation
     from middleware.startup import StartupChecks
-    from middleware.thread_switching import ThreadSwitching
     from middleware.validation import Validation
     from middleware.worker_health import WorkerHealth
     from periodic.middleware import PeriodicMiddleware
@@ -34,7 +33,6 @@ def default_stack(settings: Settings | None = None) -> list[Middleware]:
     s = settings or get_settings()
     return [
         StartupChecks(),
-        ThreadSwitching(interval_us=s.worker_switch_interval_us),
         LogRedaction(),
         Validation(),
         JobContextMiddleware(),
