@@ -20,7 +20,7 @@ class FastScript:
     """``script(keys=[...], args=[...])`` like redis-py's ``Script``, one connection per
     thread (and per process: a connection is never used across ``fork``)."""
 
-    def __init__(self, client: redis.Redis, source: str) -> None:
+    def __init__(self, client: redis.Redis, source: str | bytes) -> None:
         self.client = client
         self._script = client.register_script(source)
         self._local = threading.local()

@@ -194,23 +194,38 @@ _PENDING_TEMPLATE = f"({_IDENTITY_VALUES}, 'PENDING', 0, %(at)s, %(retry_of)s)"
 EVENT_VERSION = 2
 _BATCHED_KINDS = ("pending", "started", "finished")
 
-# The STARTED step of a delivery in redis mode, atomically in Redis:
-#   KEYS: the queue's payload hash, the attempts hash, the revoked set, the ledger buffer
-#   ARGV: redis message id, message id, event prefix, event suffix, attempt floor
-# Returns -2 if the run was revoked, -1 if the message is no longer in the queue's payload
-# hash (acked by another delivery: the run is finished), else the attempt number, after
-# appending the STARTED event (with that number) to the buffer.
+# The STARTED step of deliveries in redis mode, atomically in Redis, for one or more
+# messages at once.
+#   KEYS[1]: the namespace
+#   ARGV: per message 6 values: queue name, redis message id, message id, event prefix,
+#         event suffix, attempt floor
+# Returns per message -2 if the run was revoked, -1 if the message is no longer in the
+# queue's payload hash (acked by another delivery: the run is finished), else the attempt
+# number, after appending the STARTED event (with that number) to the buffer.
 START_SCRIPT = """
-if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return -2 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-local floor = tonumber(ARGV[5])
-if n < floor then
-  redis.call('HSET', KEYS[2], ARGV[2], floor)
-  n = floor
+local ns = KEYS[1]
+local revoked = ns .. ":platform:revoked"
+local attempts = ns .. ":ledger:attempts"
+local spool = ns .. ":ledger:spool"
+local out = {}
+for i = 1, #ARGV, 6 do
+  local message_id = ARGV[i + 2]
+  if redis.call('ZSCORE', revoked, message_id) then
+    out[#out + 1] = -2
+  elseif redis.call('HEXISTS', ns .. ":" .. ARGV[i] .. ".msgs", ARGV[i + 1]) == 0 then
+    out[#out + 1] = -1
+  else
+    local n = redis.call('HINCRBY', attempts, message_id, 1)
+    local floor = tonumber(ARGV[i + 5])
+    if n < floor then
+      redis.call('HSET', attempts, message_id, floor)
+      n = floor
+    end
+    redis.call('RPUSH', spool, ARGV[i + 3] .. n .. ARGV[i + 4])
+    out[#out + 1] = n
+  end
 end
-redis.call('RPUSH', KEYS[4], ARGV[3] .. n .. ARGV[4])
-return n
+return out
 """
 
 
@@ -330,7 +345,11 @@ class LedgerStore:
             # The batch statement's plan does not depend on its arguments (always the
             # message_id index); re-planning the CTE on each execution was half of the
             # PostgreSQL CPU a job cost (measured: ~290 -> ~130 us per job at 4 per batch).
-            conn.cursor().execute("SET plan_cache_mode = force_generic_plan")
+            # A generic plan is made once, from the statistics of that moment: on a just
+            # truncated or young table it can be a sequential scan, kept for good (measured:
+            # 1 ms jobs at 0.3x). This connection only ever looks rows up by message_id, so
+            # sequential scans are ruled out for it.
+            conn.cursor().execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
             conn.cursor().execute(BATCH_PREPARE)
             self._local.conn = conn
         return conn

@@ -55,7 +55,6 @@ from jobcore.ledger import (
 )
 from jobcore.message_state import state
 from jobcore.redaction import Redactor, get_redactor
-from jobcore.revocation import revoked_key
 from jobcore.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class Ledger(Middleware):
         self._store_pid: int | None = None
         self._broker: Any = None
         self._flusher: SpoolFlusher | None = None
-        self._start_script: Any = None
+        self._start_script: FastScript | None = None
         register_process_store(self.store)
 
     @property
@@ -211,19 +210,19 @@ class Ledger(Middleware):
 
     def _start_buffered(self, broker: Any, message: Any) -> None:
         """STARTED in redis mode: one script checks that the run was not revoked or
-        finished by another delivery, counts the attempt and appends the event."""
+        finished by another delivery, counts the attempt and appends the event. (Sharing
+        one call among threads starting together was tried: 2.5 starts per call, but the
+        hand-offs between threads made 1 ms jobs ~12% slower.)"""
         st = state(message)
         now = iso(utcnow())
-        ns = broker.namespace
-        queue = q_name(message.queue_name)
         params = {**self._light_identity(message), "at": now, "worker_id": broker.broker_id}
         prefix, suffix = started_event_parts(params)
+        floor = int(message.options.get("retries", 0)) + 1
         if self._start_script is None:
             self._start_script = FastScript(broker.client, START_SCRIPT)
-        floor = int(message.options.get("retries", 0)) + 1
-        n = int(self._start_script(
-            keys=[f"{ns}:{queue}.msgs", attempts_key(ns), revoked_key(ns), spool_key(ns)],
-            args=[message.options.get("redis_message_id", ""), message.message_id, prefix, suffix, floor]))
+        n = int(self._start_script(keys=[broker.namespace], args=[
+            q_name(message.queue_name), message.options.get("redis_message_id", ""), message.message_id,
+            prefix, suffix, floor])[0])
         if n < 0:
             st.skip_reason = "REVOKED" if n == -2 else "DUPLICATE"
             log.info("Skipping %s (%s): its run is %s", message.message_id, message.actor_name,
