@@ -111,21 +111,22 @@ class PlatformRedisBroker(RedisBroker):
 
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
         """As dramatiq's, calling only the middleware that implement the hook."""
-        name = "before_" + signal
-        for middleware, hook in self._hooks(name, False):
-            try:
-                hook(self, *args, **kwargs)
-            except MiddlewareError:
-                raise
-            except Exception:
-                self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
+        self._emit("before_" + signal, False, args, kwargs)
 
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
         """As dramatiq's, calling only the middleware that implement the hook."""
-        name = "after_" + signal
-        for middleware, hook in self._hooks(name, True):
+        self._emit("after_" + signal, True, args, kwargs)
+
+    def _emit(self, name: str, after: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # dramatiq's semantics: "after" hooks run in reverse order; a MiddlewareError in a
+        # "before" hook (e.g. SkipMessage) propagates; any other failure is logged.
+        for middleware, hook in self._hooks(name, after):
             try:
                 hook(self, *args, **kwargs)
+            except MiddlewareError:
+                if not after:
+                    raise
+                self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
             except Exception:
                 self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
 
