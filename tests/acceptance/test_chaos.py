@@ -85,7 +85,10 @@ def test_redis_sigkill_with_aof_loses_no_message(broker, start_worker, tmp_path)
         private.kill()
 
 
-def test_redis_restart_without_persistence_reenqueues_lost_runs_from_the_ledger(broker, start_worker, tmp_path):
+def test_redis_restart_without_persistence_reenqueues_lost_runs_from_the_ledger(broker, start_worker, tmp_path,
+                                                                                ledger_mode):
+    # Sync mode's promise (ledger_mode defaults to sync): the PENDING rows are in PostgreSQL.
+    # In redis mode unflushed runs go with Redis's data: test_ledger_redis_buffer.py.
     private = PrivateRedis(tmp_path, appendonly=False)
     try:
         env = {"REDIS_URL": private.url, "RECONCILE_INTERVAL_MS": "1000", "RECONCILE_GRACE_MS": "1000"}
