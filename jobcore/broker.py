@@ -29,7 +29,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 from jobcore.errors import ServiceUnavailable
 from jobcore.fastscript import FastScript
-from jobcore.ledger import take_enqueue_event
+from jobcore.ledger import attempts_key, spool_key, take_enqueue_event
 from jobcore.message_state import state
 from jobcore.settings import Settings, get_settings, mask_url
 
@@ -40,6 +40,7 @@ WAKE_TOKENS_MAX = 64
 
 # The platform's broker operations, each one atomic script call (one round trip, one
 # reply; a MULTI pipeline costs several replies and redis-py work per command).
+# KEYS: namespace, ledger buffer (jobcore.ledger.spool_key), attempts hash (attempts_key).
 #   enqueue    ARGV 5..8: redis id, payload, wake tokens max, ledger event or "" (empty).
 #              dramatiq's enqueue (payload hash + queue list) plus a wake-up token and,
 #              in redis ledger mode, the run's PENDING event: both or neither.
@@ -50,6 +51,7 @@ WAKE_TOKENS_MAX = 64
 #              skipped instead of running again.
 PLATFORM_LUA = """
 local ns = KEYS[1]
+local spool = KEYS[2]
 local command = ARGV[1]
 local worker_id = ARGV[4]
 redis.call("zadd", ns .. ":__heartbeats__", ARGV[2], worker_id)
@@ -61,14 +63,14 @@ if command == "enqueue" then
   redis.call("lpush", queue .. ".wake", 1)
   redis.call("ltrim", queue .. ".wake", 0, tonumber(ARGV[7]) - 1)
   if ARGV[8] ~= "" then
-    redis.call("rpush", ns .. ":ledger:spool", ARGV[8])
+    redis.call("rpush", spool, ARGV[8])
   end
   return 1
 elseif command == "ack_finish" then
   redis.call("srem", ns .. ":__acks__." .. worker_id .. "." .. ARGV[3], ARGV[5])
   redis.call("hdel", messages, ARGV[5])
-  redis.call("rpush", ns .. ":ledger:spool", ARGV[7])
-  redis.call("hdel", ns .. ":ledger:attempts", ARGV[6])
+  redis.call("rpush", spool, ARGV[7])
+  redis.call("hdel", KEYS[3], ARGV[6])
   return 1
 end
 return redis.error_reply("unknown platform command " .. command)
@@ -169,8 +171,13 @@ class PlatformRedisBroker(RedisBroker):
         The list is trimmed, so tokens nobody waits for cannot pile up.
         """
         event = self.take_ledger_event(redis_id) or ""
-        self.platform_script(keys=[self.namespace], args=[
+        self.platform_script(keys=self.platform_keys, args=[
             "enqueue", current_millis(), queue_name, self.broker_id, redis_id, data, WAKE_TOKENS_MAX, event])
+
+    @property
+    def platform_keys(self) -> list[str]:
+        """The KEYS of :data:`PLATFORM_LUA`."""
+        return [self.namespace, spool_key(self.namespace), attempts_key(self.namespace)]
 
     @property
     def platform_script(self) -> Any:
@@ -297,11 +304,11 @@ class _QuarantiningConsumer(_RedisConsumer):
                 self._capacity.set()
 
     def _ack_with_event(self, message: Any, event: str) -> None:
-        """The ack and the run's FINISHED event in one MULTI/EXEC (redis-mode ledger): a
+        """The ack and the run's FINISHED event in one script call (redis-mode ledger): a
         crash leaves either both (the run is finished) or neither (it is redelivered)."""
         broker = self.broker
         try:
-            broker.platform_script(keys=[broker.namespace], args=[
+            broker.platform_script(keys=broker.platform_keys, args=[
                 "ack_finish", current_millis(), self.queue_name, broker.broker_id,
                 message.options["redis_message_id"], message.message_id, event])
         except redis.ConnectionError as exc:

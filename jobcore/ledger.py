@@ -196,17 +196,14 @@ _BATCHED_KINDS = ("pending", "started", "finished")
 
 # The STARTED step of deliveries in redis mode, atomically in Redis, for one or more
 # messages at once.
-#   KEYS[1]: the namespace
+#   KEYS: the namespace, the revoked set, the attempts hash, the ledger buffer
 #   ARGV: per message 6 values: queue name, redis message id, message id, event prefix,
 #         event suffix, attempt floor
 # Returns per message -2 if the run was revoked, -1 if the message is no longer in the
 # queue's payload hash (acked by another delivery: the run is finished), else the attempt
 # number, after appending the STARTED event (with that number) to the buffer.
 START_SCRIPT = """
-local ns = KEYS[1]
-local revoked = ns .. ":platform:revoked"
-local attempts = ns .. ":ledger:attempts"
-local spool = ns .. ":ledger:spool"
+local ns, revoked, attempts, spool = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local out = {}
 for i = 1, #ARGV, 6 do
   local message_id = ARGV[i + 2]
@@ -255,7 +252,7 @@ _enqueue_local = threading.local()
 
 def stash_enqueue_event(redis_message_id: str, event: str) -> None:
     """Hand the PENDING event of a message about to be enqueued to the broker, which
-    writes it in the same MULTI as the message (redis mode)."""
+    writes it in the same script call as the message (redis mode)."""
     stash = getattr(_enqueue_local, "events", None)
     if stash is None or len(stash) > 64:  # entries of enqueues that never happened
         stash = _enqueue_local.events = {}

@@ -26,6 +26,7 @@ class DeliveryState:
     identity: dict[str, Any] | None = None  # the ledger row identity, computed once
     pending_write: Any = None               # a FINISHED write the ack must wait for
     started_at: str | None = None           # redis mode: when this attempt started (ISO)
+    light_identity: dict[str, Any] | None = None  # redis mode: row columns buffered events carry
     finish_event: str | None = None         # redis mode: the FINISHED event the ack appends
 
 

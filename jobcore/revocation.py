@@ -47,7 +47,8 @@ class RevokeResult:
 
 def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> RevokeResult:
     """Revoke the run of ``message_id`` (see the module docstring for the semantics)."""
-    if get_settings().ledger_mode == "redis":
+    settings = get_settings()
+    if settings.ledger_mode == "redis":
         _apply_ledger_buffer()
     with control_engine().begin() as conn:
         row = conn.execute(text(
@@ -56,7 +57,6 @@ def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> Revok
             "WHERE message_id = :m AND (status = 'PENDING' OR (status = 'STARTED' AND retry_at IS NOT NULL)) "
             "RETURNING id"), {"m": message_id}).first()
         if row is not None:
-            settings = get_settings()
             if settings.ledger_mode == "redis":
                 # The ledger may lag the buffer: the run may already be running. Publish
                 # the revocation too: a delivery checks it before starting (START_SCRIPT)
@@ -73,7 +73,6 @@ def revoke(message_id: str, *, redis_client: redis.Redis | None = None) -> Revok
             if found is None:
                 raise RunNotFound(f"no run with message id {message_id}")
             return RevokeResult(message_id, "already-finished", found[0])
-    settings = get_settings()
     client = redis_client or redis.Redis.from_url(settings.redis_url)
     client.zadd(revoked_key(settings.redis_namespace), {message_id: time.time()})
     return RevokeResult(message_id, "revoking", None)

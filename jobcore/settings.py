@@ -88,8 +88,8 @@ class Settings:
     #           (PENDING before the Redis write, STARTED before the job, FINISHED before
     #           the ack); PostgreSQL is the source of truth at every moment.
     # "redis" - each transition is written to Redis atomically with the broker operation
-    #           it belongs to (PENDING in the enqueue's MULTI, STARTED in one script with
-    #           the delivery checks, FINISHED in the ack's MULTI) and flushed to PostgreSQL
+    #           it belongs to (PENDING with the enqueue, STARTED in one script with
+    #           the delivery checks, FINISHED with the ack) and flushed to PostgreSQL
     #           in batches every LEDGER_FLUSH_MS. Much cheaper; the ledger lags by about
     #           one flush interval, and a Redis data loss loses unflushed transitions.
     ledger_mode: str = "sync"

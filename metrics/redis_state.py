@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from jobcore.ledger import spool_key
+
 
 @dataclass
 class RedisSnapshot:
@@ -72,8 +74,8 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     pipe.zcount(sched, now_ms - scheduler_timeout_ms, "+inf")
     pipe.zrange(sched, -1, -1, withscores=True)
     pipe.hgetall(f"{namespace}:platform:stats")
-    pipe.llen(f"{namespace}:ledger:spool")
-    pipe.lindex(f"{namespace}:ledger:spool", 0)
+    pipe.llen(spool_key(namespace))
+    pipe.lindex(spool_key(namespace), 0)
     results = pipe.execute()
     stats, spool, oldest_event = results[-3:]
     results = results[:-3]

@@ -55,6 +55,7 @@ from jobcore.ledger import (
 )
 from jobcore.message_state import state
 from jobcore.redaction import Redactor, get_redactor
+from jobcore.revocation import revoked_key
 from jobcore.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class Ledger(Middleware):
         if params is None:
             return
         if self.buffered:
-            # Written by the broker in the same MULTI as the message: both or neither.
+            # Written by the broker in the same script call as the message: both or neither.
             stash_enqueue_event(message.options["redis_message_id"], event_json("pending", params))
         else:
             self.store().apply("pending", params)
@@ -215,12 +216,14 @@ class Ledger(Middleware):
         hand-offs between threads made 1 ms jobs ~12% slower.)"""
         st = state(message)
         now = iso(utcnow())
-        params = {**self._light_identity(message), "at": now, "worker_id": broker.broker_id}
+        st.light_identity = self._light_identity(message)
+        params = {**st.light_identity, "at": now, "worker_id": broker.broker_id}
         prefix, suffix = started_event_parts(params)
         floor = int(message.options.get("retries", 0)) + 1
         if self._start_script is None:
             self._start_script = FastScript(broker.client, START_SCRIPT)
-        n = int(self._start_script(keys=[broker.namespace], args=[
+        ns = broker.namespace
+        n = int(self._start_script(keys=[ns, revoked_key(ns), attempts_key(ns), spool_key(ns)], args=[
             q_name(message.queue_name), message.options.get("redis_message_id", ""), message.message_id,
             prefix, suffix, floor])[0])
         if n < 0:
@@ -246,8 +249,9 @@ class Ledger(Middleware):
             params = {"message_id": message.message_id, "at": iso(now), "resolution": resolution,
                       "attempts": st.attempt or 1, "result": payload}
             if self.buffered:
-                # Appended by the consumer in the same MULTI as the ack (both or neither).
-                params.update(self._light_identity(message), started_at=st.started_at, worker_id=broker.broker_id)
+                # Appended by the consumer in the same script call as the ack (both or neither).
+                params.update(st.light_identity or self._light_identity(message), started_at=st.started_at,
+                              worker_id=broker.broker_id)
                 st.finish_event = event_json("finished", params)
                 return
             # The job thread moves on; the ack waits for this write (before_ack).

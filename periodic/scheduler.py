@@ -86,15 +86,12 @@ class TickScheduler(Scheduler):
             self.catch_up()
         except Exception:
             log.exception("Catch-up failed; continuing with the regular schedule")
-        # As periodiq: "now" rounded to the second, half a second ahead of a wake-up
-        # that comes a little early.
-        now = (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
+        now = _periodiq_now()
         self.send_actors([a for a in self.actors if a.options["periodic"].validate(now)], now=now)
 
     def seconds_to_next(self) -> float:
         """Seconds until the next fire time of any schedule (0 if one is already due)."""
-        now = (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
-        next_date = min(a.options["periodic"].next_valid_date(now) for a in self.actors)
+        next_date = min(a.options["periodic"].next_valid_date(_periodiq_now()) for a in self.actors)
         return max(0.0, (next_date - pendulum.now()).total_seconds())
 
     def loop(self) -> None:
@@ -139,6 +136,12 @@ class TickScheduler(Scheduler):
         except Exception as exc:  # one schedule's failure never stops the others
             log.exception("Could not send tick %s of %s", tick_at.isoformat(), schedule.name)
             mark_failed(tick_id, f"{type(exc).__name__}: {exc}")
+
+
+def _periodiq_now() -> Any:
+    """periodiq's "now": rounded to the second, half a second ahead, so a wake-up that comes
+    a little early still counts for the second it was meant for."""
+    return (pendulum.now() + timedelta(seconds=0.5)).replace(microsecond=0)
 
 
 def heartbeat_forever(broker: Any, scheduler_id: str, interval_s: float = 5.0) -> None:
