@@ -1,22 +1,10 @@
-"""The worker entry point: ``dramatiq actors`` (and ``periodiq actors``).
+"""The platform's actors: the seed's example tasks (:mod:`actors.examples`), the escrow
+jobs (:mod:`actors.escrow`) and the case-management jobs (:mod:`actors.casemgmt`).
 
-Importing this package configures the process-wide dramatiq broker (a Redis broker from
-``REDIS_URL`` with the platform's full middleware stack) and declares every actor.
-Services that send jobs import it too, so ``send()`` is validated and tracked.
+``dramatiq actors`` keeps working as the worker command: importing this package imports
+the composition root (:mod:`jobplatform`), which builds the broker and then declares
+every actor. This is the one import from a lower package up to the root, and it exists
+only for that entry point (the layer contract in ``pyproject.toml`` names it).
 """
 
-from __future__ import annotations
-
-import dramatiq
-
-from jobcore.broker import build_broker
-from middleware import default_stack
-
-broker = build_broker(middleware=default_stack())
-dramatiq.set_broker(broker)
-
-# Actor modules: importing them declares the actors on ``broker``.
-from actors import casemgmt, escrow, examples  # noqa: E402
-from periodic import actors as periodic_actors  # noqa: E402
-
-__all__ = ["broker", "casemgmt", "escrow", "examples", "periodic_actors"]
+import jobplatform  # noqa: F401

@@ -7,7 +7,7 @@ import time
 import dramatiq
 
 from jobcore.context import current_context
-from jobcore.progress import report_progress
+from ledger.progress import report_progress
 
 
 class ExampleError(RuntimeError):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import actors
+import jobplatform
 from bench.jobs import declare
 
-broker = actors.broker
+broker = jobplatform.broker
 ACTORS = declare(broker)

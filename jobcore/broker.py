@@ -1,11 +1,11 @@
-"""The platform's Redis broker: dramatiq's RedisBroker with the gaps closed that matter
-for "never fail silently".
+"""The platform's Redis broker: dramatiq's RedisBroker, extended so that the ledger's
+events travel inside the broker's own operations.
 
-* ``enqueue`` tells middleware when the Redis write itself failed
-  (``after_enqueue_failed``), so a PENDING row written first can be closed.
-* The consumer quarantines a message that cannot be decoded: it is moved to the
-  dead-letter queue and reported (``after_message_rejected``) instead of crashing the
-  consumer thread and sitting un-acked for as long as the worker lives.
+* :meth:`PlatformRedisBroker.enqueue` writes the message and its run's PENDING event in
+  one script call; the consumer's ack and nack carry the event that closes the delivery
+  (:mod:`jobcore.consumer`). What the events mean is the ledger's business: the broker
+  gets them, as bytes, from the ledger strategy it was built with (``ledger``).
+* A message larger than ``MAX_MESSAGE_BYTES`` is refused at ``send()``.
 * :meth:`heartbeat` and :meth:`sweep` let a worker heartbeat from its own thread (so a
   busy worker is never declared dead) and run the dead-worker maintenance on demand (so
   an orphaned message is redelivered in bounded time instead of by a 1-in-1000 chance).
@@ -13,83 +13,67 @@ for "never fail silently".
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+from uuid import uuid4
 
 import redis
-from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis, dq_name
-from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from jobcore.errors import ServiceUnavailable
+from jobcore.broker_scripts import PLATFORM_LUA
+from jobcore.consumer import PlatformConsumer
+from jobcore.errors import ConfigurationError, MessageTooLarge, ServiceUnavailable, UnserializableArguments
 from jobcore.fastscript import FastScript
-from jobcore.ledger import attempts_key, spool_key, take_enqueue_event
-from jobcore.message_state import state
-from jobcore.settings import Settings, get_settings, mask_url
-
-log = logging.getLogger(__name__)
+from jobcore.keys import Keys
+from jobcore.settings import mask_url
 
 #: Wake-up tokens kept per queue at most (enough to wake every consumer of a busy queue).
 WAKE_TOKENS_MAX = 64
+#: Messages per script call of a bulk enqueue.
+BULK_CHUNK = 500
 
-# The platform's broker operations, each one atomic script call (one round trip, one
-# reply; a MULTI pipeline costs several replies and redis-py work per command).
-# KEYS: namespace, ledger buffer (jobcore.ledger.spool_key), attempts hash (attempts_key).
-#   enqueue    ARGV 5..8: redis id, payload, wake tokens max, ledger event or "" (empty).
-#              dramatiq's enqueue (payload hash + queue list) plus a wake-up token and,
-#              in redis ledger mode, the run's PENDING event: both or neither.
-#   ack_finish ARGV 5..7: redis id, message id, FINISHED event.
-#              dramatiq's ack plus the run's FINISHED event. The payload is deleted even
-#              if maintenance took the id back meanwhile (this worker was presumed dead):
-#              the run is finished, so a second delivery of it finds no payload and is
-#              skipped instead of running again.
-PLATFORM_LUA = """
-local ns = KEYS[1]
-local spool = KEYS[2]
-local command = ARGV[1]
-local worker_id = ARGV[4]
-redis.call("zadd", ns .. ":__heartbeats__", ARGV[2], worker_id)
-local queue = ns .. ":" .. ARGV[3]
-local messages = queue .. ".msgs"
-if command == "enqueue" then
-  redis.call("hset", messages, ARGV[5], ARGV[6])
-  redis.call("rpush", queue, ARGV[5])
-  redis.call("lpush", queue .. ".wake", 1)
-  redis.call("ltrim", queue .. ".wake", 0, tonumber(ARGV[7]) - 1)
-  if ARGV[8] ~= "" then
-    redis.call("rpush", spool, ARGV[8])
-  end
-  return 1
-elseif command == "ack_finish" then
-  redis.call("srem", ns .. ":__acks__." .. worker_id .. "." .. ARGV[3], ARGV[5])
-  redis.call("hdel", messages, ARGV[5])
-  redis.call("rpush", spool, ARGV[7])
-  redis.call("hdel", KEYS[3], ARGV[6])
-  return 1
-end
-return redis.error_reply("unknown platform command " .. command)
-"""
+
+class Carried(Protocol):
+    """What the ledger hands the broker to carry with an ack or a nack."""
+
+    @property
+    def raw(self) -> bytes: ...
+
+    @property
+    def final(self) -> bool: ...
+
+
+class LedgerCarrier(Protocol):
+    """The part of the ledger strategy the broker calls (see :mod:`ledger.strategy`)."""
+
+    def pending_event(self, fn: Any, message: Any) -> bytes: ...
+
+    def closing(self, message: Any) -> Carried | None: ...
+
+    def accepting(self) -> bool: ...
 
 
 class PlatformRedisBroker(RedisBroker):
-    """RedisBroker with failure hooks, message quarantine, explicit heartbeat and sweep."""
+    """RedisBroker whose operations carry ledger events (see module docstring)."""
 
-    def __init__(self, *, url: str, namespace: str = "dramatiq", heartbeat_timeout: int = 30_000,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, url: str, ledger: LedgerCarrier, namespace: str = "dramatiq",
+                 heartbeat_timeout: int = 30_000, max_message_bytes: int = 256 * 1024, **kwargs: Any) -> None:
         # With an explicit client, don't let dramatiq build a second (unused) pool from the URL.
         super().__init__(url=None if kwargs.get("client") else url, namespace=namespace,
                          heartbeat_timeout=heartbeat_timeout, **kwargs)
         self.url = url
+        self.ledger = ledger
+        self.keys = Keys(namespace)
+        self.max_message_bytes = max_message_bytes
         self._force_maintenance = threading.local()
-        self._platform_script: Any = None
+        self._platform_script: FastScript | None = None
+        self._dispatch_fast: FastScript | None = None
         self._hook_cache: dict[tuple[str, bool, int], list[tuple[Any, Any]]] = {}
-        self._dispatch_fast: Any = None
 
     # -- middleware dispatch ----------------------------------------------------------------
     def _hooks(self, name: str, reverse: bool) -> list[tuple[Any, Any]]:
@@ -121,7 +105,8 @@ class PlatformRedisBroker(RedisBroker):
 
     def _emit(self, name: str, after: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # dramatiq's semantics: "after" hooks run in reverse order; a MiddlewareError in a
-        # "before" hook (e.g. SkipMessage) propagates; any other failure is logged.
+        # "before" hook (e.g. SkipMessage, an EnqueueError) propagates; any other failure
+        # is logged (the ledger never depends on a hook that may be swallowed here).
         for middleware, hook in self._hooks(name, after):
             try:
                 hook(self, *args, **kwargs)
@@ -132,7 +117,6 @@ class PlatformRedisBroker(RedisBroker):
             except Exception:
                 self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
 
-    # -- hooks beyond dramatiq's own signals -----------------------------------------------
     def notify(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every middleware that defines it; failures are logged, not raised."""
         for middleware in self.middleware:
@@ -145,43 +129,98 @@ class PlatformRedisBroker(RedisBroker):
                 self.logger.critical("Unexpected failure in %s of %r.", hook, middleware, exc_info=True)
 
     # -- enqueue ------------------------------------------------------------------------
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        """Enqueue like RedisBroker, plus: remember when a delayed message becomes due
-        (``due_at_ms``, used for age limits) and report a failed Redis write."""
+    def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], bytes, bytes | None]:
+        """Stamp a Redis id (and the delay), run the ``before_enqueue`` hooks, take the
+        run's PENDING event from the ledger and encode: nothing is written yet."""
+        options: dict[str, Any] = {"redis_message_id": str(uuid4())}
         if delay is not None:
-            # Kept through the delay-queue hop, so age limits count from this moment.
-            message = message.copy(options={"due_at_ms": current_millis() + delay})
+            due = current_millis() + delay
+            # due_at_ms survives the delay-queue hop, so age limits count from this moment.
+            options.update(eta=due, due_at_ms=due)
+            message = message.copy(queue_name=dq_name(message.queue_name), options=options)
+        else:
+            message = message.copy(options=options)
+        self.emit_before("enqueue", message, delay)
+        # A retry or a delay-queue hop carries ``ledger_tracked``: its run has a row already.
+        new_run = not message.options.get("ledger_tracked")
+        if new_run:
+            message.options["ledger_tracked"] = 1
         try:
-            return super().enqueue(message, delay=delay)
+            data = message.encode()
+        except (TypeError, ValueError) as exc:
+            raise UnserializableArguments(
+                f"arguments of {message.actor_name} cannot be serialised to JSON: {exc}") from None
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(f"message for {message.actor_name} is {len(data):,} bytes encoded; the limit is "
+                                  f"{self.max_message_bytes:,} (MAX_MESSAGE_BYTES): pass a reference to the data "
+                                  "(a row id, an object key) instead of the data itself")
+        event = None
+        if new_run:
+            actor = self.actors.get(message.actor_name)
+            event = self.ledger.pending_event(actor.fn if actor is not None else None, message)
+        return message, data, event
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Enqueue ``message`` with its run's PENDING event, atomically. A message whose id
+        the ledger already knows (an open run, or one finished within the dedupe window)
+        is not enqueued twice."""
+        message, data, event = self._prepare(message, delay)
+        self._call("enqueue", message.queue_name, message.options["redis_message_id"], data, WAKE_TOKENS_MAX,
+                   event or "", message.message_id)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
+        """Enqueue many messages (no delay): every ``before_enqueue`` hook and check runs
+        for each message before anything is written; then each chunk of
+        :data:`BULK_CHUNK` messages and their PENDING events is one atomic script call."""
+        prepared = [self._prepare(m, None) for m in messages]
+        by_queue: dict[str, list[tuple[Message[Any], bytes, bytes | None]]] = {}
+        for item in prepared:
+            by_queue.setdefault(item[0].queue_name, []).append(item)
+        for queue_name, items in by_queue.items():
+            for start in range(0, len(items), BULK_CHUNK):
+                args: list[Any] = [WAKE_TOKENS_MAX, 0]
+                for message, data, event in items[start:start + BULK_CHUNK]:
+                    args += [message.options["redis_message_id"], data, event or "", message.message_id]
+                self._call("enqueue_many", queue_name, *args)
+        out = [m for m, _, _ in prepared]
+        for message in out:
+            self.emit_after("enqueue", message, None)
+        return out
+
+    def requeue_dead(self, queue_name: str, dead_redis_id: str, message: Message[Any]) -> Message[Any] | None:
+        """Replace a dead letter with ``message`` (a new run) in one step; None if the dead
+        letter was already gone (requeued or discarded by someone else)."""
+        message, data, event = self._prepare(message, None)
+        done = self._call("requeue_dead", queue_name, dead_redis_id, message.options["redis_message_id"], data,
+                          event or "", message.message_id)
+        if not done:
+            return None
+        self.emit_after("enqueue", message, None)
+        return message
+
+    def discard_dead(self, queue_name: str, dead_redis_id: str) -> bool:
+        """Delete a dead letter; False if it was already gone."""
+        return bool(self._call("discard_dead", queue_name, dead_redis_id))
+
+    def _call(self, command: str, queue_name: str, *args: Any) -> Any:
+        try:
+            return self.platform_script(keys=self.platform_keys,
+                                        args=[command, current_millis(), queue_name, self.broker_id, *args])
         except redis.RedisError as exc:
-            self.notify("after_enqueue_failed", message, exc)
-            raise ServiceUnavailable(f"cannot enqueue to Redis at {mask_url(self.url)}: {exc}") from exc
-
-    def wake_key(self, queue_name: str) -> str:
-        """List that idle consumers of ``queue_name`` block on (see :meth:`do_enqueue`)."""
-        return f"{self.namespace}:{queue_name}.wake"
-
-    def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
-        """dramatiq's enqueue plus a wake-up token (and, in redis ledger mode, the run's
-        PENDING event), atomically in one script call.
-
-        dramatiq's consumers poll with exponential back-off (up to the worker timeout), so
-        a job sent to an idle worker waits ~10 ms at p50 and up to a second. Our consumers
-        block on the queue's wake list instead and fetch as soon as a token arrives.
-        The list is trimmed, so tokens nobody waits for cannot pile up.
-        """
-        event = self.take_ledger_event(redis_id) or ""
-        self.platform_script(keys=self.platform_keys, args=[
-            "enqueue", current_millis(), queue_name, self.broker_id, redis_id, data, WAKE_TOKENS_MAX, event])
+            raise ServiceUnavailable(f"cannot {command.replace('_', ' ')} on Redis at {mask_url(self.url)}: "
+                                     f"{exc}") from exc
 
     @property
     def platform_keys(self) -> list[str]:
-        """The KEYS of :data:`PLATFORM_LUA`."""
-        return [self.namespace, spool_key(self.namespace), attempts_key(self.namespace)]
+        """The KEYS of :data:`jobcore.broker_scripts.PLATFORM_LUA`."""
+        k = self.keys
+        return [self.namespace, k.ledger_stream, k.ledger_runs, k.ledger_finished]
 
     @property
-    def platform_script(self) -> Any:
-        """The platform's Redis script (:data:`PLATFORM_LUA`), registered on first use."""
+    def platform_script(self) -> FastScript:
+        """The platform's Redis script, registered on first use."""
         script = self._platform_script
         if script is None:
             script = self._platform_script = FastScript(self.client, PLATFORM_LUA)
@@ -199,53 +238,18 @@ class PlatformRedisBroker(RedisBroker):
             "fetch", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
             self._should_do_maintenance("fetch"), self._max_unpack_size(), count]))
 
-    def take_ledger_event(self, redis_id: str) -> str | None:
-        """The PENDING event the ledger middleware stashed for this message (redis mode)."""
-        return take_enqueue_event(redis_id)
-
-    def enqueue_encoded_many(self, items: list[tuple[str, str, bytes]], chunk: int = 1000) -> None:
-        """Enqueue pre-encoded messages ``(queue_name, redis_message_id, data)``.
-
-        Per queue and chunk: one HSET of every payload and one RPUSH of every id (what
-        dramatiq's enqueue script does per message) plus the wake-up tokens, in one
-        MULTI/EXEC round trip, so consumers never see an id without its payload."""
-        by_queue: dict[str, list[tuple[str, bytes]]] = {}
-        for queue_name, redis_id, data in items:
-            by_queue.setdefault(queue_name, []).append((redis_id, data))
-        for queue_name, entries in by_queue.items():
-            base = f"{self.namespace}:{queue_name}"
-            wake = self.wake_key(queue_name)
-            for start in range(0, len(entries), chunk):
-                part = entries[start:start + chunk]
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.hset(f"{base}.msgs", mapping=dict(part))
-                    pipe.rpush(base, *[rid for rid, _ in part])
-                    pipe.lpush(wake, *([1] * min(len(part), WAKE_TOKENS_MAX)))
-                    pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
-                    pipe.execute()
-
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _RedisConsumer:
-        return _QuarantiningConsumer(self, queue_name, prefetch, timeout)
+        return PlatformConsumer(self, queue_name, prefetch, timeout)
 
     # -- liveness and maintenance -------------------------------------------------------
-    @property
-    def heartbeats_key(self) -> str:
-        return f"{self.namespace}:__heartbeats__"
-
-    @property
-    def workers_key(self) -> str:
-        """Registry of worker processes only (``__heartbeats__`` also holds producers,
-        which heartbeat whenever they enqueue); the exporter counts live workers here."""
-        return f"{self.namespace}:platform:workers"
-
     def heartbeat(self) -> None:
         """Mark this broker (worker process) alive now, for dramatiq's maintenance and for
         the worker registry; registry entries silent for a day are dropped."""
         now = current_millis()
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.heartbeats_key, {self.broker_id: now})
-            pipe.zadd(self.workers_key, {self.broker_id: now})
-            pipe.zremrangebyscore(self.workers_key, 0, now - 86_400_000)
+            pipe.zadd(self.keys.heartbeats, {self.broker_id: now})
+            pipe.zadd(self.keys.workers, {self.broker_id: now})
+            pipe.zremrangebyscore(self.keys.workers, 0, now - 86_400_000)
             pipe.execute()
 
     def _should_do_maintenance(self, command: str) -> int:
@@ -274,160 +278,17 @@ class PlatformRedisBroker(RedisBroker):
             raise ServiceUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
 
 
-class _QuarantiningConsumer(_RedisConsumer):
-    """A consumer that blocks on the queue's wake-up list when idle and moves
-    undecodable messages to the dead-letter queue."""
-
-    broker: PlatformRedisBroker
-
-    def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)
-        # Redis ids of the messages this consumer has handed to the worker and not yet
-        # acked: what the stuck-fetch check compares the Redis ack set against.
-        self.held: set[str] = set()
-        # Set when acks have freed a quarter of the prefetch: a busy consumer waits on it,
-        # then fetches those slots in one round trip (a fetch per freed slot costs a round
-        # trip per job; dramatiq's back-off sleep here instead leaves threads idle).
-        self._capacity = threading.Event()
-        self._refill_below = prefetch - max(1, prefetch // 4)
-
-    def ack(self, message: Any) -> None:
-        event = state(message).finish_event
-        try:
-            if event is None:
-                super().ack(message)
-            else:
-                self._ack_with_event(message, event)
-        finally:
-            self.held.discard(message.options.get("redis_message_id"))
-            if self.outstanding_message_count <= self._refill_below:
-                self._capacity.set()
-
-    def _ack_with_event(self, message: Any, event: str) -> None:
-        """The ack and the run's FINISHED event in one script call (redis-mode ledger): a
-        crash leaves either both (the run is finished) or neither (it is redelivered)."""
-        broker = self.broker
-        try:
-            broker.platform_script(keys=broker.platform_keys, args=[
-                "ack_finish", current_millis(), self.queue_name, broker.broker_id,
-                message.options["redis_message_id"], message.message_id, event])
-        except redis.ConnectionError as exc:
-            raise ConnectionClosed(exc) from None
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-
-    def nack(self, message: Any) -> None:
-        try:
-            super().nack(message)
-        finally:
-            self.held.discard(message.options.get("redis_message_id"))
-            if self.outstanding_message_count <= self._refill_below:
-                self._capacity.set()
-
-    def unheld_ack_ids(self) -> set[str]:
-        """Ids in this worker's Redis ack set for the queue that this consumer neither
-        holds nor has in its fetch cache: fetched in Redis, never received (a lost reply).
-        A fetch in flight also shows up here, so callers confirm over two checks."""
-        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        in_redis = {i.decode() if isinstance(i, bytes) else i for i in self.broker.client.smembers(acks)}
-        if not in_redis:
-            return set()
-        known = set(self.held)
-        for data in list(self.message_cache):
-            try:
-                known.add(json.loads(data)["options"]["redis_message_id"])
-            except Exception:
-                continue
-        return in_redis - known
-
-    def __next__(self) -> Any:
-        while True:
-            try:
-                return self._next()
-            except DecodeError as exc:
-                self._quarantine(exc.data, exc)
-            except redis.ConnectionError as exc:
-                raise ConnectionClosed(exc) from None
-
-    def _next(self) -> Any:
-        while True:
-            if self.message_cache:
-                data = self.message_cache.pop(0)
-                if data is None:  # an id whose payload is gone (acked meanwhile)
-                    continue
-                self.misses = 0
-                message = Message.decode(data)
-                self.queued_message_ids.add(message.message_id)
-                self.held.add(str(message.options.get("redis_message_id")))
-                return MessageProxy(message)
-            if self.outstanding_message_count > self._refill_below:
-                # Busy: (nearly) every prefetched message is still being processed. Don't
-                # take a wake-up token meant for an idle consumer; wait until the worker
-                # threads have freed enough slots (see ``_refill_below``). At most 5 ms, so
-                # delayed messages are still released on time.
-                self._capacity.clear()
-                if self.outstanding_message_count > self._refill_below:
-                    self._capacity.wait(0.005)
-                return None
-            self.message_cache = self.broker.fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
-            if self.message_cache:
-                continue
-            # Idle: wait for a wake-up token, at most as long as dramatiq's back-off would.
-            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-            self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=max(backoff_ms, 10) / 1000)
-            self.message_cache = self.broker.fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
-            if not self.message_cache:
-                return None
-
-    def _quarantine(self, data: bytes, exc: DecodeError) -> None:
-        redis_id = self._find_redis_id(data)
-        reason = f"undecodable message: {exc.__cause__ or exc}"
-        log.error("Quarantining %s on queue %s: %s", redis_id or "<unknown id>", self.queue_name, reason)
-        if redis_id is not None:
-            # nack moves it from this worker's ack set to <queue>.XQ (dead letters).
-            self.broker.do_nack(self.queue_name, redis_id)
-        self.broker.notify("after_message_rejected", self.queue_name, redis_id, data, reason)
-
-    def _find_redis_id(self, data: bytes) -> str | None:
-        try:
-            rid = json.loads(data)["options"]["redis_message_id"]
-            if isinstance(rid, str):
-                return rid
-        except Exception:
-            pass
-        # Not even JSON: find it among the ids this worker holds for this queue.
-        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        msgs = f"{self.broker.namespace}:{self.queue_name}.msgs"
-        ids = [i.decode() if isinstance(i, bytes) else i for i in self.broker.client.smembers(acks)]
-        for rid, payload in zip(ids, self.broker.client.hmget(msgs, ids) if ids else [], strict=False):
-            if payload == data:
-                return rid
-        return None
-
-
-def build_broker(settings: Settings | None = None, *, middleware: list[Any] | None = None
-                 ) -> PlatformRedisBroker:
-    """A broker configured from settings. ``middleware`` is the full stack (see
-    :func:`middleware.default_stack`); ``None`` keeps dramatiq's defaults."""
-    s = settings or get_settings()
-    # dramatiq ignores socket options when given a URL, so build the client here:
-    # bounded connect/read timeouts turn a hung Redis into errors instead of stuck threads.
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                  health_check_interval=30)
-    broker = PlatformRedisBroker(
-        url=s.redis_url,
-        client=client,
-        namespace=s.redis_namespace,
-        heartbeat_timeout=s.heartbeat_timeout_ms,
-        middleware=middleware,
-    )
+def platform_broker(broker: Any) -> PlatformRedisBroker:
+    """``broker`` as the platform broker (bulk enqueue and the ledger need it)."""
+    if not isinstance(broker, PlatformRedisBroker):
+        raise ConfigurationError(f"expected the platform broker (jobplatform), got {type(broker).__name__}")
     return broker
 
 
 def wait_for_redis(url: str, timeout: float) -> None:
     """Wait until Redis answers (start-up ordering in compose); raise if it never does."""
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     while True:
         try:
             client.ping()

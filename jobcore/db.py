@@ -12,11 +12,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from jobcore.errors import ServiceUnavailable
+from jobcore.pg import connect_kwargs
+from jobcore.pg import install as install_pg_wait
 from jobcore.settings import Settings, get_settings, mask_url
 
 _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
+
+
+def libpq_dsn(url: str) -> str:
+    """A libpq URL from an SQLAlchemy one (``postgresql+psycopg2://`` -> ``postgresql://``)."""
+    scheme, sep, rest = url.partition("://")
+    return ("postgresql" if scheme.startswith("postgres") else scheme) + sep + rest
 
 
 def normalise_url(url: str) -> str:
@@ -28,16 +36,28 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 4, application_name: str = "jobplatform") -> Engine:
-    """Create an engine with liveness checks and a short connect timeout, so a
-    database that is down fails fast instead of hanging a worker thread."""
+def make_engine(url: str, *, pool_size: int = 4, application_name: str = "jobplatform",
+                settings: Settings | None = None) -> Engine:
+    """An engine whose every wait is bounded (connect, statement and reply timeouts,
+    keepalives: :mod:`jobcore.pg`), with liveness checks, so a database that is down or
+    a connection that went half-open fails fast instead of hanging a thread.
+
+    Bound parameters are kept out of error messages (``hide_parameters``): they carry
+    e-mail bodies, beneficiaries and amounts, and errors end up in ``job_errors``,
+    dashboards and PostHog."""
+    s = settings or get_settings()
+    install_pg_wait()
     return create_engine(
         normalise_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": application_name},
+        pool_timeout=30,
+        hide_parameters=True,
+        connect_args=connect_kwargs(statement_timeout_ms=s.pg_statement_timeout_ms,
+                                    connect_timeout_s=s.pg_connect_timeout_s, application_name=application_name,
+                                    options=s.pg_startup_options),
     )
 
 
@@ -54,7 +74,7 @@ def control_engine(settings: Settings | None = None) -> Engine:
                 # Inherited from the parent: drop its pooled sockets without closing them
                 # (closing would break the parent's connections).
                 _engine.dispose(close=False)
-            _engine = make_engine(s.database_url, pool_size=s.ledger_pool_size)
+            _engine = make_engine(s.database_url, pool_size=s.control_pool_size, settings=s)
             _engine_pid = pid
         return _engine
 

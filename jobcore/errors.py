@@ -39,6 +39,10 @@ class UnserializableArguments(EnqueueError):
     """The arguments cannot be encoded into a message."""
 
 
+class MessageTooLarge(EnqueueError):
+    """The encoded message is larger than ``MAX_MESSAGE_BYTES``."""
+
+
 class LedgerError(PlatformError):
     """The ledger could not record a transition."""
 

@@ -1,7 +1,7 @@
 """Per-delivery state that middleware share about one message while a worker handles it.
 
 It lives on the MessageProxy object (not in ``message.options``), so nothing of it is
-encoded into a retried message.
+encoded into a retried message. Each field has one writer, named in its comment.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ _ATTR = "_platform_state"
 class DeliveryState:
     """What the middleware decided about this delivery."""
 
-    attempt: int | None = None          # ledger attempt number (1-based), None if unknown
-    will_retry: bool = False            # set by the retry policy on failure
-    retry_delay_ms: int | None = None
-    outcome_unknown: bool = False       # a side effect may have happened (time limit on money actor)
-    skip_reason: str | None = None      # EXPIRED | REVOKED | REJECTED | DUPLICATE
+    attempt: int | None = None          # ledger: attempt number (1-based) once started
+    started_at: float | None = None     # ledger: when this attempt started (Unix seconds)
+    will_retry: bool = False            # retry policy: a failed attempt will be retried
+    retry_delay_ms: int | None = None   # retry policy
+    outcome_unknown: bool = False       # retry policy: a side effect may have happened
+    skip_reason: str | None = None      # expiry, validation, ledger: EXPIRED | REVOKED | REJECTED | DUPLICATE
     skip_detail: str = ""
-    context_tokens: Any = None
-    identity: dict[str, Any] | None = None  # the ledger row identity, computed once
-    pending_write: Any = None               # a FINISHED write the ack must wait for
-    started_at: str | None = None           # redis mode: when this attempt started (ISO)
-    light_identity: dict[str, Any] | None = None  # redis mode: row columns buffered events carry
-    finish_event: str | None = None         # redis mode: the FINISHED event the ack appends
+    context_tokens: Any = None          # job context middleware
+    revoked: bool = False               # revocation watcher: an operator revoked this running job
+    closing: Any = None                 # ledger: the event the ack/nack carries (ledger.events.Event)
 
 
 def state(message: Any) -> DeliveryState:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -47,6 +48,7 @@ class JobRun(Base):
         Index("ix_job_runs_finished_at", "finished_at"),
         Index("ix_job_runs_actor_status", "actor_name", "status", "resolution"),
         Index("ix_job_runs_tenant", "tenant_id", "enqueued_at"),
+        Index("ix_job_runs_retry_of", "retry_of", postgresql_where=text("retry_of IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -109,4 +111,49 @@ class RejectedMessage(Base):
     actor_name: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LedgerCursor(Base):
+    """How far the ledger buffer (a Redis stream) has been applied, per Redis namespace.
+
+    ``epoch`` names the stream's life (a Redis that lost its data starts a new one);
+    ``last_id`` is the last stream entry applied. The drainer advances it with a
+    compare-and-set in the same transaction as the events it applies."""
+
+    __tablename__ = "ledger_cursor"
+
+    namespace: Mapped[str] = mapped_column(String(200), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(64))
+    last_id: Mapped[str] = mapped_column(String(64))
+    applied: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LedgerDeadEvent(Base):
+    """A buffered event PostgreSQL refused (kept verbatim, with the reason; alerted on)."""
+
+    __tablename__ = "ledger_dead_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(200))
+    stream_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class OperatorAction(Base):
+    """Audit trail: who revoked, retried, requeued or discarded what, and when."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index("ix_operator_actions_message_id", "message_id"),
+                      Index("ix_operator_actions_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32))  # revoke | retry | requeue | discard
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    operator: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[Any | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

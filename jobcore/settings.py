@@ -82,18 +82,40 @@ class Settings:
     # How often the revocation watcher looks for revoked running messages.
     revoke_poll_ms: int = 500
     redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)
-    ledger_pool_size: int = 4
-    # How transitions reach the control database (README "The ledger", "Ledger modes"):
-    # "sync"  - each transition is committed to PostgreSQL before the step it guards
-    #           (PENDING before the Redis write, STARTED before the job, FINISHED before
-    #           the ack); PostgreSQL is the source of truth at every moment.
-    # "redis" - each transition is written to Redis atomically with the broker operation
-    #           it belongs to (PENDING with the enqueue, STARTED in one script with
-    #           the delivery checks, FINISHED with the ack) and flushed to PostgreSQL
-    #           in batches every LEDGER_FLUSH_MS. Much cheaper; the ledger lags by about
-    #           one flush interval, and a Redis data loss loses unflushed transitions.
-    ledger_mode: str = "sync"
+    # --- the ledger (docs/ledger.md) ---------------------------------------------------
+    # Connections of each process's control-database pool (CLI, revocation, reconciliation).
+    control_pool_size: int = 4
+    # Every transition is written to Redis with the broker operation it belongs to and
+    # drained to PostgreSQL by one process per namespace: at most this long after the
+    # first event of a batch (the ledger trails Redis by about this much).
     ledger_flush_ms: int = 50
+    # Events per drain transaction at most.
+    ledger_drain_chunk: int = 2000
+    # Lease of the draining process; another takes over this long after it dies.
+    ledger_lease_ms: int = 5000
+    # Workers stop taking messages while the buffer holds more events than this
+    # (PostgreSQL down for long): a bounded Redis instead of an unbounded one.
+    ledger_backpressure_events: int = 1_000_000
+    # A copy of a run that finished less than this long ago is refused without asking
+    # PostgreSQL (older copies are checked against PostgreSQL when Redis no longer knows them).
+    ledger_dedupe_window_s: int = 900
+    # How long revocation, reconciliation and the CLI wait for the ledger to catch up.
+    ledger_sync_timeout_s: float = 30.0
+    # --- limits ---------------------------------------------------------------------
+    # Encoded size of one message at most; larger ones are refused at send().
+    max_message_bytes: int = 256 * 1024
+    # Results and progress larger than this are stored truncated, with a marker.
+    max_result_bytes: int = 64 * 1024
+    max_progress_bytes: int = 8 * 1024
+    # --- PostgreSQL timeouts (jobcore/pg.py) ------------------------------------------
+    pg_connect_timeout_s: int = 5
+    # Control database (ledger drain, revocation, reconciliation, ticks, CLI).
+    pg_statement_timeout_ms: int = 30_000
+    # Tenant databases (domain jobs).
+    tenant_statement_timeout_ms: int = 300_000
+    # Send the timeouts as connection options; set to 0 behind PgBouncer (which refuses
+    # startup options: set them on the database role there).
+    pg_startup_options: bool = True
     # --- tenancy -------------------------------------------------------------------
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.
@@ -171,10 +193,12 @@ class Settings:
             raise ConfigurationError("need 0 < MIN_BACKOFF_MS <= MAX_BACKOFF_MS")
         if self.heartbeat_interval_ms * 2 > self.heartbeat_timeout_ms:
             raise ConfigurationError("HEARTBEAT_INTERVAL_MS must be at most half of HEARTBEAT_TIMEOUT_MS")
-        if self.ledger_mode not in ("sync", "redis"):
-            raise ConfigurationError("LEDGER_MODE must be 'sync' or 'redis'")
         if self.ledger_flush_ms <= 0:
             raise ConfigurationError("LEDGER_FLUSH_MS must be > 0")
+        if self.ledger_drain_chunk <= 0 or self.ledger_lease_ms < 500:
+            raise ConfigurationError("need LEDGER_DRAIN_CHUNK > 0 and LEDGER_LEASE_MS >= 500")
+        if self.max_message_bytes < 1024:
+            raise ConfigurationError("MAX_MESSAGE_BYTES must be at least 1024")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")

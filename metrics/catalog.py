@@ -54,17 +54,17 @@ class ScheduleSpec:
 
 def known_actors() -> dict[str, str]:
     """actor name -> queue name, from the application broker; ``EXPORTER_ACTORS``
-    (``actor:queue,...``) is used instead when set, or when ``actors`` cannot be imported."""
+    (``actor:queue,...``) is used instead when set, or when the platform cannot be built."""
     configured = os.environ.get("EXPORTER_ACTORS", "").strip()
     if configured:
         pairs = (item.split(":", 1) for item in configured.split(",") if item.strip())
         return {a.strip(): (q.strip() if q.strip() else "default") for a, q in pairs}
     try:
-        import actors
+        import jobplatform
     except Exception:
-        log.exception("Cannot import actors; set EXPORTER_ACTORS to list actor:queue pairs")
+        log.exception("Cannot build the platform; set EXPORTER_ACTORS to list actor:queue pairs")
         return {}
-    return {name: actor.queue_name for name, actor in actors.broker.actors.items()}
+    return {name: actor.queue_name for name, actor in jobplatform.broker.actors.items()}
 
 
 def known_schedules() -> list[ScheduleSpec]:

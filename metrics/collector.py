@@ -223,13 +223,13 @@ class JobsCollector(Collector):
         for kind in PLATFORM_EVENT_KINDS:
             events.add_metric([kind], float(s.platform_events.get(kind, 0)))
         yield events
-        spool = GaugeMetricFamily("jobs_ledger_spool_length", "Ledger transitions waiting in Redis for PostgreSQL")
-        spool.add_metric([], float(s.spool_length))
-        yield spool
-        spool_age = GaugeMetricFamily("jobs_ledger_spool_oldest_age_seconds",
-                                      "Age of the oldest ledger transition not yet applied to PostgreSQL")
-        spool_age.add_metric([], s.spool_oldest_age)
-        yield spool_age
+        buffered = GaugeMetricFamily("jobs_ledger_buffer_events", "Ledger events waiting in Redis for PostgreSQL")
+        buffered.add_metric([], float(s.buffer_events))
+        yield buffered
+        buffer_age = GaugeMetricFamily("jobs_ledger_buffer_oldest_age_seconds",
+                                       "Age of the oldest ledger event not yet applied to PostgreSQL")
+        buffer_age.add_metric([], s.buffer_oldest_age)
+        yield buffer_age
         schedulers = GaugeMetricFamily("jobs_schedulers_alive", "Scheduler processes with a recent heartbeat")
         schedulers.add_metric([], float(s.schedulers_alive))
         yield schedulers

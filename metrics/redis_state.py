@@ -15,13 +15,11 @@ Live workers: dramatiq's enqueue script heartbeats the *sending* process too, so
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from jobcore.ledger import spool_key
+from jobcore.keys import Keys
 
 
 @dataclass
@@ -33,11 +31,11 @@ class RedisSnapshot:
     newest_worker_heartbeat_age: float | None = None
     schedulers_alive: int = 0
     # Counters the reliability mechanisms keep in ``ns:platform:stats`` and the length of
-    # the ledger spool (transitions waiting for PostgreSQL).
+    # the ledger buffer (events waiting for PostgreSQL).
     platform_events: dict[str, int] = field(default_factory=dict)
-    spool_length: int = 0
-    # seconds since the oldest transition in the spool happened (0 when it is empty)
-    spool_oldest_age: float = 0.0
+    buffer_events: int = 0
+    # seconds since the oldest buffered event was written (0 when the buffer is empty)
+    buffer_oldest_age: float = 0.0
     newest_scheduler_heartbeat_age: float | None = None
 
 
@@ -64,8 +62,8 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
         pipe.hlen(f"{namespace}:{q}.msgs")
         pipe.hlen(f"{namespace}:{q}.DQ.msgs")
         pipe.zcard(f"{namespace}:{q}.XQ")
-    hb, sched = f"{namespace}:__heartbeats__", f"{namespace}:platform:schedulers"
-    registry = f"{namespace}:platform:workers"
+    hb, sched = Keys(namespace).heartbeats, Keys(namespace).schedulers
+    registry = Keys(namespace).workers
     pipe.exists(registry)
     pipe.zcount(hb, now_ms - worker_timeout_ms, "+inf")
     pipe.zcount(registry, now_ms - worker_timeout_ms, "+inf")
@@ -73,11 +71,12 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     pipe.zrange(hb, -1, -1, withscores=True)
     pipe.zcount(sched, now_ms - scheduler_timeout_ms, "+inf")
     pipe.zrange(sched, -1, -1, withscores=True)
-    pipe.hgetall(f"{namespace}:platform:stats")
-    pipe.llen(spool_key(namespace))
-    pipe.lindex(spool_key(namespace), 0)
+    keys = Keys(namespace)
+    pipe.hgetall(keys.stats)
+    pipe.xlen(keys.ledger_stream)
+    pipe.xrange(keys.ledger_stream, "-", "+", count=1)
     results = pipe.execute()
-    stats, spool, oldest_event = results[-3:]
+    stats, buffered, oldest_event = results[-3:]
     results = results[:-3]
     snap = RedisSnapshot()
     for i, q in enumerate(ordered):
@@ -95,8 +94,8 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     newest_worker = newest_registered if has_registry else newest_broker
     snap.schedulers_alive = int(schedulers)
     snap.platform_events = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in stats.items()}
-    snap.spool_length = int(spool)
-    snap.spool_oldest_age = _event_age(oldest_event, now_ms)
+    snap.buffer_events = int(buffered)
+    snap.buffer_oldest_age = _entry_age(oldest_event, now_ms)
     if newest_worker:
         snap.newest_worker_heartbeat_age = max(0.0, (now_ms - float(newest_worker[0][1])) / 1000)
     if newest_scheduler:
@@ -104,12 +103,10 @@ def read_redis(client: Any, namespace: str, queues: set[str], *, worker_timeout_
     return snap
 
 
-def _event_age(raw: bytes | None, now_ms: float) -> float:
-    """Age of a spooled ledger event from its ``at`` timestamp (0 if empty or unreadable)."""
-    if not raw:
+def _entry_age(entries: list[Any], now_ms: float) -> float:
+    """Age of the oldest buffered ledger event from its stream id (``<ms>-<seq>``)."""
+    if not entries:
         return 0.0
-    try:
-        at = datetime.fromisoformat(json.loads(raw)["params"]["at"])
-    except (ValueError, KeyError, TypeError):
-        return 0.0
-    return max(0.0, now_ms / 1000 - at.timestamp())
+    entry_id = entries[0][0]
+    ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
+    return max(0.0, (now_ms - ms) / 1000)

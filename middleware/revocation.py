@@ -1,10 +1,10 @@
-"""Stops revoked running jobs (see :mod:`jobcore.revocation` for the semantics).
+"""Stops revoked running jobs (see :mod:`ledger.revocation` for the semantics).
 
 A watcher thread per worker process checks, every ``REVOKE_POLL_MS``, which of the
-messages running in this process were revoked (one ``ZMSCORE`` round-trip), flags them
-for :func:`~jobcore.revocation.checkpoint`, and interrupts the job thread of
+messages running in this process were revoked (one ``ZMSCORE`` round trip), flags their
+delivery for :func:`~ledger.revocation.checkpoint`, and interrupts the job thread of
 ``interruptible`` actors. Revocation of queued runs needs no worker involvement: the
-ledger refuses to start a FINISHED run.
+ledger's START refuses a revoked run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from dramatiq.middleware.threading import raise_thread_exception
 
 from jobcore.errors import JobRevoked
-from jobcore.revocation import forget, mark_revoked_locally, revoked_key
+from jobcore.message_state import state
 from middleware.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class Revocation(BackgroundLoops):
     def __init__(self, *, poll_ms: int = 500) -> None:
         super().__init__()
         self.poll_s = poll_ms / 1000
-        self._running: dict[str, tuple[int, bool]] = {}  # message_id -> (thread id, interruptible)
+        # message_id -> (thread id, interruptible, message proxy)
+        self._running: dict[str, tuple[int, bool, Any]] = {}
         self._lock = threading.Lock()
         self._last_prune = 0.0
 
@@ -46,12 +47,11 @@ class Revocation(BackgroundLoops):
         actor = broker.actors.get(message.actor_name)
         interruptible = bool(actor.options.get("interruptible", True)) if actor else True
         with self._lock:
-            self._running[message.message_id] = (threading.get_ident(), interruptible)
+            self._running[message.message_id] = (threading.get_ident(), interruptible, message)
 
     def _done(self, message: Any) -> None:
         with self._lock:
             self._running.pop(message.message_id, None)
-        forget(message.message_id)
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
@@ -65,7 +65,7 @@ class Revocation(BackgroundLoops):
 
     def check(self, broker: Any) -> None:
         """Flag (and interrupt) the revoked messages running in this process."""
-        key = revoked_key(broker.namespace)
+        key = broker.keys.revoked
         with self._lock:
             running = dict(self._running)
         if running:
@@ -77,8 +77,8 @@ class Revocation(BackgroundLoops):
             broker.client.zremrangebyscore(key, 0, time.time() - RETENTION_S)
             self._last_prune = time.time()
 
-    def _revoke_running(self, message_id: str, thread_id: int, interruptible: bool) -> None:
-        mark_revoked_locally(message_id)
+    def _revoke_running(self, message_id: str, thread_id: int, interruptible: bool, message: Any) -> None:
+        state(message).revoked = True
         if not interruptible:
             return
         with self._lock:

@@ -1,8 +1,9 @@
 """Refuse bad messages at ``send()`` and never run a message whose arguments don't fit.
 
-At enqueue: an unknown actor, arguments that do not bind to the actor's signature, or
-arguments that cannot be encoded raise an :class:`~jobcore.errors.EnqueueError` (a
-dramatiq ``MiddlewareError``, so it reaches the caller instead of being swallowed).
+At enqueue: an unknown actor or arguments that do not bind to the actor's signature
+raise an :class:`~jobcore.errors.EnqueueError` (a dramatiq ``MiddlewareError``, so it
+reaches the caller instead of being swallowed); arguments that cannot be encoded, or that
+the ledger cannot store, are refused by the broker and the ledger right after.
 At the worker: a message whose arguments do not bind (sent by a stale or foreign
 producer) is failed without retries and recorded as REJECTED with the reason.
 """
@@ -13,12 +14,9 @@ import inspect
 from typing import Any
 
 from dramatiq import Middleware
-from dramatiq.encoder import JSONEncoder
 
-from jobcore.errors import InvalidArguments, Rejected, UnknownActor, UnserializableArguments
+from jobcore.errors import InvalidArguments, Rejected, UnknownActor
 from jobcore.message_state import state
-
-_encoder = JSONEncoder()
 
 
 class Validation(Middleware):
@@ -55,15 +53,6 @@ class Validation(Middleware):
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         if message.options.get("ledger_tracked"):
             return  # a retry or delayed move of a message validated when it was sent
-        self.validate_message(broker, message)
-        try:
-            _encoder.encode({"args": message.args, "kwargs": message.kwargs, "options": message.options})
-        except (TypeError, ValueError) as exc:
-            raise UnserializableArguments(
-                f"arguments of {message.actor_name} cannot be serialised to JSON: {exc}") from None
-
-    def validate_message(self, broker: Any, message: Any) -> None:
-        """Actor and signature checks (bulk enqueue encodes each message once itself)."""
         actor = broker.actors.get(message.actor_name)
         if actor is None:
             known = ", ".join(sorted(broker.actors)) or "none"

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from jobcore.reconcile import stats_key
 from middleware.background import BackgroundLoops
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,6 @@ class WorkerHealth(BackgroundLoops):
             self._suspects[queue_name] = unheld - stuck
             if stuck:
                 broker.do_requeue(queue_name, *sorted(stuck))
-                broker.client.hincrby(stats_key(broker.namespace), "stuck_fetch_requeued", len(stuck))
+                broker.client.hincrby(broker.keys.stats, "stuck_fetch_requeued", len(stuck))
                 log.error("Requeued %d message(s) stuck in this worker's ack set for %s "
                           "(fetched in Redis, never received): %s", len(stuck), queue_name, sorted(stuck))

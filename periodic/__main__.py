@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [PID %(process)d] [%(name)s] "
                         "[%(levelname)s] %(message)s")
+    import jobplatform
     from periodic.scheduler import run
 
-    return run()
+    return run(jobplatform.broker, jobplatform.settings)
 
 
 if __name__ == "__main__":

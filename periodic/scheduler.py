@@ -1,7 +1,7 @@
 """The scheduler process: periodiq's scheduler loop with exactly-once, catch-up ticks.
 
 Run it with ``python -m periodic`` (the documented equivalent of ``periodiq actors``:
-it imports ``actors``, hands the periodic actors to a subclass of periodiq's
+it builds the platform (:mod:`jobplatform`), hands the periodic actors to a subclass of periodiq's
 ``Scheduler``, which decides what is due with periodiq's ``validate`` and
 ``next_valid_date``). periodiq's own loop wakes itself with SIGALRM and a handler that
 puts into a ``queue.Queue`` the main thread is blocked on; a signal landing while that
@@ -40,10 +40,6 @@ from periodic.ticks import claim_tick, last_tick_at, mark_enqueued, mark_failed,
 log = logging.getLogger("periodic.scheduler")
 
 MAX_MISSED_RECORDED = 1000
-
-
-def schedulers_key(namespace: str) -> str:
-    return f"{namespace}:platform:schedulers"
 
 
 def plan_catch_up(schedule: Schedule, last_tick: datetime | None, started_at: datetime,
@@ -145,7 +141,7 @@ def _periodiq_now() -> Any:
 
 
 def heartbeat_forever(broker: Any, scheduler_id: str, interval_s: float = 5.0) -> None:
-    key = schedulers_key(broker.namespace)
+    key = broker.keys.schedulers
     while True:
         try:
             broker.client.zadd(key, {scheduler_id: time.time() * 1000})
@@ -154,20 +150,16 @@ def heartbeat_forever(broker: Any, scheduler_id: str, interval_s: float = 5.0) -
         time.sleep(interval_s)
 
 
-def run() -> int:
-    """Entry point of ``python -m periodic run``."""
-    import actors
-    from jobcore.settings import get_settings
-
-    settings = get_settings()
-    actors.broker.ping()
+def run(broker: Any, settings: Any) -> int:
+    """The scheduler loop over ``broker``'s periodic actors (``python -m periodic run``)."""
+    broker.ping()
     if not settings.schedules_active:
         log.warning("Scheduler %s idle: schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set)",
                     os.getpid())
         threading.Event().wait()
-    scheduler = TickScheduler([a for a in actors.broker.actors.values() if "periodic" in a.options])
+    scheduler = TickScheduler([a for a in broker.actors.values() if "periodic" in a.options])
     scheduler.actors = [entry[1] for entry in scheduler.schedules.values()]
-    threading.Thread(target=heartbeat_forever, args=(actors.broker, scheduler.scheduler_id), daemon=True,
+    threading.Thread(target=heartbeat_forever, args=(broker, scheduler.scheduler_id), daemon=True,
                      name="scheduler-heartbeat").start()
     log.info("Scheduler %s started with %d schedules", scheduler.scheduler_id, len(scheduler.schedules))
     if not scheduler.actors:

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
-                from jobcore.cli import emit
+                from cli.jobctl import emit
 
                 emit(rows, ("id", "slug", "name", "product", "active", "database"), False)
         return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dramatiq
 from dramatiq import Actor, Message
 
-from jobcore.bulk import enqueue_many
+from jobcore.broker import platform_broker
 from jobcore.context import OPTION, JobContext, ambient_context, current_context
 from jobcore.errors import TenantError, UnknownActor
 from tenancy.registry import get_tenant, list_tenants
@@ -21,10 +22,8 @@ from tenancy.registry import get_tenant, list_tenants
 def _resolve(actor: Actor[Any, Any] | str) -> Actor[Any, Any]:
     if not isinstance(actor, str):
         return actor
-    import actors
-
     try:
-        return actors.broker.get_actor(actor)
+        return dramatiq.get_broker().get_actor(actor)
     except Exception:
         raise UnknownActor(f"unknown actor {actor!r}") from None
 
@@ -40,7 +39,7 @@ def fan_out(actor: Actor[Any, Any] | str, *, product: str | None = None, args: S
             extra: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None
             ) -> list[Message[Any]]:
     """Send ``actor`` once per active tenant (of ``product``), with the tenant in the
-    JobContext; PENDING rows for all of them are written in one statement first."""
+    JobContext; each chunk of messages is enqueued together with their PENDING events."""
     target = _resolve(actor)
     base = _base_context(context)
     if extra:
@@ -50,7 +49,7 @@ def fan_out(actor: Actor[Any, Any] | str, *, product: str | None = None, args: S
                                     **{OPTION: base.with_tenant(t.id).to_dict(), **(options or {})})
         for t in list_tenants(product=product)
     ]
-    return enqueue_many(target.broker, messages)
+    return platform_broker(target.broker).enqueue_many(messages)
 
 
 def send_for_tenant(actor: Actor[Any, Any] | str, tenant_id: int, *args: Any, **kwargs: Any) -> Message[Any]:

@@ -5,8 +5,8 @@ absent locally, and fails when ``CI=true`` (a CI run that silently skipped its
 integration tests would prove nothing).
 
 The whole session uses one Redis namespace and one freshly migrated control database;
-both are set in the environment *before* any test imports ``actors``, and every
-integration test starts from an empty namespace and empty ledger tables.
+both are set in the environment *before* any test imports the platform (``jobplatform``),
+and every integration test starts from an empty namespace and empty ledger tables.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ TEST_ENV = {
     "HEARTBEAT_INTERVAL_MS": "500",
     "SWEEP_INTERVAL_MS": "500",
     "REVOKE_POLL_MS": "200",
+    "LEDGER_LEASE_MS": "1000",
     "POSTHOG_API_KEY": "",
     "DEV_ENV": "1",
     # Test schedules (seconds-scale cadences) are declared next to the production ones.
@@ -148,7 +149,8 @@ def clean_state(control_db: str, redis_client: Any) -> Iterator[None]:
         flush_namespace(redis_client, NAMESPACE)
         with control_engine().begin() as conn:
             conn.exec_driver_sql("TRUNCATE job_runs, job_errors, rejected_messages, schedule_ticks, "
-                                 "schedule_tick_runs, tenants RESTART IDENTITY CASCADE")
+                                 "schedule_tick_runs, tenants, ledger_cursor, ledger_dead_events, "
+                                 "operator_actions RESTART IDENTITY CASCADE")
         from tenancy import registry
 
         registry._cache.clear()
@@ -160,10 +162,10 @@ def clean_state(control_db: str, redis_client: Any) -> Iterator[None]:
 
 @pytest.fixture()
 def broker(clean_state: None) -> Any:
-    """The application broker (``import actors``), pointed at the test namespace."""
-    import actors
+    """The application broker (``import jobplatform``), pointed at the test namespace."""
+    import jobplatform
 
-    return actors.broker
+    return jobplatform.broker
 
 
 @dataclass
@@ -266,23 +268,3 @@ def start_scheduler(clean_state: None, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for scheduler in started:
         scheduler.kill()
-
-
-@pytest.fixture()
-def ledger_mode(request: Any, monkeypatch: pytest.MonkeyPatch, broker: Any) -> Iterator[str]:
-    """Run a test with the ledger in ``request.param`` mode ("sync" or "redis"), both in
-    this process (the producer) and in the workers it starts (through the environment).
-    Use with ``@pytest.mark.parametrize("ledger_mode", [...], indirect=True)``."""
-    from jobcore.ledger import process_store
-    from jobcore.settings import get_settings
-
-    mode = getattr(request, "param", "sync")
-    monkeypatch.setenv("LEDGER_MODE", mode)
-    get_settings.cache_clear()
-    store = process_store()
-    previous = store.mode
-    store.mode = mode
-    yield mode
-    store.mode = previous
-    monkeypatch.undo()
-    get_settings.cache_clear()

@@ -15,7 +15,6 @@ from typing import Any
 
 import dramatiq
 
-import actors  # noqa: F401 - configures the platform broker before the actors are declared
 from actors.casemgmt import aggregations, cleanup, health, matching, notifications, sync
 from jobcore.context import current_context, current_message_id
 from jobcore.errors import TenantError

@@ -43,7 +43,7 @@ def firing(url: str) -> dict[str, list[dict[str, Any]]]:
 def test_alerts_fire_on_faults_and_stay_quiet_when_healthy(
         broker: Any, start_worker: Any, start_scheduler: Any, start_exporter: Any, start_prometheus: Any,
         tmp_path: Path) -> None:
-    import actors  # noqa: F401 - declares the actors on the test broker
+    import jobplatform  # noqa: F401 - declares the actors on the test broker
 
     # The test schedules fan out to TENANT_PROBE (declared in tests.support.tenancy_actors).
     worker = start_worker("tests.support.tenancy_actors")

@@ -38,7 +38,7 @@ def test_planted_secret_is_in_no_output(broker, start_worker):
         ledger = json.dumps([list(r) for r in conn.execute(text(
             "SELECT j.*, e.* FROM job_runs j LEFT JOIN job_errors e ON e.job_run_id = j.id")).all()], default=str)
     env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}
-    cli = "".join(subprocess.run([sys.executable, "-m", "jobcore.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    cli = "".join(subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
                                  text=True).stdout for args in (["runs", "--json"], ["run", bad.message_id],
                                                                ["run", ok.message_id, "--json"]))
     from prometheus_client import generate_latest

@@ -89,34 +89,48 @@ def _rows(sql):
         return conn.execute(text(sql)).all()
 
 
-def test_pending_is_committed_before_the_message_is_visible(broker, redis_client, monkeypatch, ledger_mode):
-    # ledger_mode: the default, sync (redis mode writes PENDING with the message instead:
-    # test_ledger_redis_buffer.py)
-    """At the moment the message reaches Redis, its PENDING row is already committed
-    (seen from another connection), so no worker can start a run the ledger lacks."""
-    import psycopg2
+@pytest.mark.parametrize("value,problem", [
+    ("nul\x00inside", "NUL character"),
+    ("\ud800 lone surrogate", "unpaired surrogate"),
+    (float("nan"), "NaN"),
+    ({"nested": [1, float("inf")]}, "JSON has no NaN or Infinity"),
+])
+def test_send_refuses_a_value_the_ledger_cannot_store(broker, redis_client, value, problem):
+    """A value jsonb cannot hold is refused at send(), naming the argument; nothing is
+    enqueued and nothing recorded (on main the PENDING write failed inside a swallowed
+    hook and the message was enqueued with no row)."""
+    from actors.examples import example_with_args
+    from tests.support.ledger import settle
 
+    with pytest.raises(InvalidArguments, match=f"argument 'label' of EXAMPLE_WITH_ARGS .*{problem}"):
+        example_with_args.send(1, 2, label=value)
+    assert _queue_len(redis_client, broker) == 0
+    assert redis_client.xlen(broker.keys.ledger_stream) == 0
+    settle()
+    assert count("SELECT count(*) FROM job_runs") == 0
+
+
+def test_results_and_progress_above_their_limits_are_stored_truncated(broker, start_worker):
+    """Results a job produces are never refused: an oversized one is stored as a marker
+    with a preview (characters PostgreSQL cannot hold: tests/unit/test_ledger_recorder.py)."""
     from actors.examples import example
 
-    seen: list[str | None] = []
-    original = broker.do_enqueue
+    start_worker(env={"MAX_RESULT_BYTES": "2048"})
+    big = example.send("x" * 10_000)
+    row = wait_status(big.message_id, "FINISHED")
+    assert row["resolution"] == "COMPLETED"
+    assert row["result"]["truncated"] is True and row["result"]["bytes"] > 10_000
+    assert row["result"]["preview"].startswith('{"echo":"xxx')
 
-    def checking_enqueue(queue_name, redis_id, data):
-        message_id = json.loads(data)["message_id"]
-        conn = psycopg2.connect(TEST_ENV["DATABASE_URL"])
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT status FROM job_runs WHERE message_id = %s", (message_id,))
-            row = cur.fetchone()
-            seen.append(row[0] if row else None)
-        finally:
-            conn.close()
-        return original(queue_name, redis_id, data)
 
-    monkeypatch.setattr(broker, "do_enqueue", checking_enqueue)
-    for i in range(20):
-        example.send(i)
-    assert seen == ["PENDING"] * 20
+def test_send_refuses_a_message_above_the_size_limit(broker, redis_client):
+    from actors.examples import example
+    from jobcore.errors import MessageTooLarge
+
+    with pytest.raises(MessageTooLarge, match=r"message for EXAMPLE is 3[0-9,]+ bytes encoded; the limit is 262,144"):
+        example.send("y" * 300_000)
+    assert _queue_len(redis_client, broker) == 0
+    assert redis_client.xlen(broker.keys.ledger_stream) == 0
 
 
 def test_no_run_is_left_pending_under_a_racing_worker(broker, start_worker):

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def _send(actor_name: str, tenant_id: int, *args, **options):
-    import actors
+    import jobplatform
 
-    actor = actors.broker.get_actor(actor_name)
+    actor = jobplatform.broker.get_actor(actor_name)
     return actor.send_with_options(args=args, job_context={"tenant_id": tenant_id}, **options)
 
 
@@ -77,10 +77,10 @@ def test_worker_sync_chains_matching_survives_redelivery_and_uidvalidity_reset(m
 
     # Incremental: one new message is the only thing the next periodic sync fetches
     # (EMAIL_SYNC_PERIODIC, the scheduler's dispatcher, fans out to EMAIL_SYNC_AGENCY).
-    import actors
+    import jobplatform
 
     imap_server.append(users[1], make_message("reply", client, ["me@a.example"], message_id="<new@x>"))
-    _completed(actors.broker.get_actor("EMAIL_SYNC_PERIODIC").send().message_id)
+    _completed(jobplatform.broker.get_actor("EMAIL_SYNC_PERIODIC").send().message_id)
     [periodic] = _finished_runs("EMAIL_SYNC_AGENCY", 3)[2:]
     assert periodic["resolution"] == "COMPLETED"
     assert periodic["tenant_id"] == tenant.id and periodic["result"]["stored"] == 1

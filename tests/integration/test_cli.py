@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def jobctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([sys.executable, "-m", "jobcore.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}, timeout=60)
     if check:
         assert out.returncode == 0, out.stderr
@@ -31,7 +31,7 @@ def test_every_command_has_help():
 
 
 def test_runs_run_retry_and_revoke(broker, start_worker):
-    from actors.examples import example_error, example_progress
+    from actors.examples import example, example_error, example_progress
 
     start_worker()
     failed = example_error.send_with_options(args=("cli test",), max_retries=0)
@@ -43,17 +43,31 @@ def test_runs_run_retry_and_revoke(broker, start_worker):
     detail = jobctl("run", failed.message_id).stdout
     assert "attempt 1 (final)" in detail and "raise ExampleError" in detail
 
-    out = jobctl("retry", str(run_row(failed.message_id)["id"])).stdout
+    run_id = run_row(failed.message_id)["id"]
+    out = jobctl("retry", str(run_id), "--operator", "alice").stdout
     new_id = out.split()[-1]
     new = wait_status(new_id, "FINISHED")
-    assert new["retry_of"] == run_row(failed.message_id)["id"]
-    refused = jobctl("retry", new_id, check=False)  # an ERROR again, but COMPLETED ones are refused
-    assert refused.returncode == 0 or "only finished" in refused.stderr
+    assert new["retry_of"] == run_id
+    # A second retry of the same run is refused unless forced...
+    again = jobctl("retry", str(run_id), check=False)
+    assert again.returncode == 1 and f"run {run_id} was already retried (run {new['id']})" in again.stderr
+    assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    forced = jobctl("retry", str(run_id), "--force", "--operator", "alice").stdout
+    wait_status(forced.split()[-1], "FINISHED")
+    # ...and a COMPLETED run is never retried.
+    ok = example.send("fine")
+    wait_status(ok.message_id, "FINISHED")
+    refused = jobctl("retry", ok.message_id, check=False)
+    assert refused.returncode == 1 and "is FINISHED/COMPLETED; only finished ERROR, EXPIRED or REVOKED runs" \
+        in refused.stderr
+    assert count("SELECT count(*) FROM operator_actions WHERE action = 'retry' AND operator = 'alice' "
+                 "AND run_id = :r", r=run_id) == 2
 
     running = example_progress.send(50, 0.1)
     wait_status(running.message_id, "STARTED")
-    assert "revoking" in jobctl("revoke", running.message_id).stdout
+    assert "revoking" in jobctl("revoke", running.message_id, "--operator", "bob").stdout
     assert wait_status(running.message_id, "FINISHED")["resolution"] == "REVOKED"
+    assert count("SELECT count(*) FROM operator_actions WHERE action = 'revoke' AND operator = 'bob'") == 1
 
 
 def test_queues_and_dead_letters_requeue(broker, start_worker):
@@ -67,8 +81,9 @@ def test_queues_and_dead_letters_requeue(broker, start_worker):
     assert queues["default"]["dead"] == 1
     dead = json.loads(jobctl("dead-letters", "default", "--json").stdout)
     assert [d["message_id"] for d in dead] == [failed.message_id]
-    out = jobctl("dead-letters", "default", "--requeue", "all").stdout
+    out = jobctl("dead-letters", "default", "--requeue", "all", "--operator", "carol").stdout
     assert "as new message" in out
+    assert count("SELECT count(*) FROM operator_actions WHERE action = 'requeue' AND operator = 'carol'") == 1
     wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE retry_of IS NOT NULL AND status = 'FINISHED'") == 1,
              20, what="the requeued dead letter to run as a linked run")
     assert broker.client.zcard(f"{broker.namespace}:default.XQ") == 1  # it failed again: a new dead letter
@@ -78,7 +93,7 @@ def test_prune_deletes_old_finished_runs_in_batches(broker):
     from sqlalchemy import text
 
     from jobcore.db import control_engine
-    from jobcore.retention import prune
+    from ledger.retention import prune
 
     with control_engine().begin() as conn:
         conn.execute(text(
@@ -87,7 +102,7 @@ def test_prune_deletes_old_finished_runs_in_batches(broker):
             "now() - make_interval(days => CASE WHEN g <= 1200 THEN 40 ELSE 5 END) FROM generate_series(1, 1500) g"))
         conn.execute(text("INSERT INTO job_runs (message_id, actor_name, queue_name, status, attempts, enqueued_at) "
                           "VALUES ('old-but-open', 'EXAMPLE', 'default', 'PENDING', 0, now() - interval '90 days')"))
-    assert prune(30, batch_size=500) == 1200
+    assert prune(control_engine(), 30, batch_size=500) == 1200
     assert count("SELECT count(*) FROM job_runs") == 301  # recent runs and open runs are kept
     assert "pruned 0 finished runs" in jobctl("prune", "--older-than", "30").stdout
 

@@ -1,5 +1,5 @@
-"""Every lifecycle path of a run, with a real `dramatiq actors` worker subprocess, in both
-ledger modes (sync: PostgreSQL first; redis: the Redis buffer, flushed in batches)."""
+"""Every lifecycle path of a run, with a real `dramatiq actors` worker subprocess: the
+rows the ledger ends with, as the workers' own drainer applies them."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ import uuid
 
 import pytest
 
-from jobcore.revocation import revoke
-from tests.support.ledger import count, error_rows, run_row, settle, wait_status
+from tests.conftest import wait_for
+from tests.support.ledger import count, error_rows, revoke, run_row, settle, wait_status
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("ledger_mode", ["sync", "redis"], indirect=True)]
-
-
-@pytest.fixture(autouse=True)
-def _mode(ledger_mode: str) -> str:
-    return ledger_mode
+pytestmark = pytest.mark.integration
 
 
 def test_completed_with_result_and_redacted_args(broker, start_worker):
@@ -64,7 +59,7 @@ def test_expired_message_is_never_started(broker, start_worker):
     from actors.examples import example
 
     msg = example.send_with_options(args=("late",), max_age=300)
-    settle()  # redis mode: apply the buffered PENDING (no worker runs yet to flush it)
+    settle()  # no worker runs yet to drain the buffered PENDING
     assert run_row(msg.message_id)["status"] == "PENDING"
     time.sleep(0.6)  # no worker yet: the message ages past its limit in the queue
     start_worker()
@@ -74,7 +69,7 @@ def test_expired_message_is_never_started(broker, start_worker):
     assert row["attempts"] == 0
 
 
-def test_revoke_queued_run_never_starts(broker, start_worker, redis_client, ledger_mode):
+def test_revoke_queued_run_never_starts(broker, start_worker, redis_client):
     from actors.examples import example_progress
 
     msg = example_progress.send(2, 0.05)
@@ -83,16 +78,16 @@ def test_revoke_queued_run_never_starts(broker, start_worker, redis_client, ledg
     row = run_row(msg.message_id)
     assert (row["status"], row["resolution"]) == ("FINISHED", "REVOKED")
     worker = start_worker()
-    queue_key = f"{broker.namespace}:default"
-    from tests.conftest import wait_for
-
-    wait_for(lambda: redis_client.llen(queue_key) == 0 and redis_client.hlen(queue_key + ".msgs") == 0, 15,
+    wait_for(lambda: redis_client.llen(broker.keys.queue("default")) == 0
+             and redis_client.hlen(broker.keys.messages("default")) == 0, 15,
              what="the revoked message to be consumed and acked")
     time.sleep(0.5)
     row = run_row(msg.message_id)
     assert (row["status"], row["resolution"]) == ("FINISHED", "REVOKED")
     assert row["started_at"] is None and row["attempts"] == 0 and row["progress"] is None
-    assert ("already finished" if ledger_mode == "sync" else "its run is revoked") in worker.log
+    assert "its run is revoked" in worker.log
+    assert count("SELECT count(*) FROM operator_actions WHERE action = 'revoke' AND operator = 'test' "
+                 "AND message_id = :m", m=msg.message_id) == 1
 
 
 def test_revoke_running_run_is_interrupted(broker, start_worker):
@@ -127,22 +122,57 @@ def test_worker_sigkill_mid_job_is_redelivered_and_completes_once(broker, start_
     assert row["attempts"] == 2  # same row, one more attempt
     assert row["result"] == 8
     assert count("SELECT count(*) FROM job_runs") == 1
-    # heartbeat timeout 3 s + sweep 0.5 s + the job itself ~2 s
+    # heartbeat timeout 3 s + sweep 0.5 s + lease takeover 1 s + the job itself ~2 s
     assert redelivered_after < 20, redelivered_after
 
 
+def _redeliver(broker, message) -> None:
+    """The same message again under a new Redis id, written straight into the queue as a
+    lost ack or a stale producer would leave it (not through the platform's send)."""
+    copy = message.copy(options={**message.options, "redis_message_id": str(uuid.uuid4())})
+    broker.do_enqueue("default", copy.options["redis_message_id"], copy.encode())
+
+
 def test_redelivery_of_a_finished_run_is_skipped(broker, start_worker, redis_client):
-    from actors.examples import example
+    from tests.support.effect_actors import counted, executions_key
 
-    start_worker()
-    msg = example.send("once")
+    worker = start_worker("tests.support.effect_actors")
+    msg = counted.send()
     row = wait_status(msg.message_id, "FINISHED")
-    # Simulate a redelivery (e.g. the ack was lost): the same message again.
-    redelivered = msg.copy(options={**msg.options, "redis_message_id": str(uuid.uuid4())})
-    broker.do_enqueue("default", redelivered.options["redis_message_id"], redelivered.encode())
-    from tests.conftest import wait_for
-
-    wait_for(lambda: redis_client.hlen(f"{broker.namespace}:default.msgs") == 0, 15, what="redelivery consumed")
+    _redeliver(broker, msg)
+    wait_for(lambda: redis_client.hlen(broker.keys.messages("default")) == 0, 15, what="redelivery consumed")
+    wait_for(lambda: "already finished" in worker.log, 10, what="the skip to be logged")
+    assert int(redis_client.hget(executions_key(), msg.message_id)) == 1  # ran once, not twice
     again = run_row(msg.message_id)
     assert again["attempts"] == 1 and again["finished_at"] == row["finished_at"]
     assert count("SELECT count(*) FROM job_runs") == 1
+
+
+def test_redelivery_after_the_dedupe_window_is_refused_by_postgres(broker, start_worker, redis_client):
+    """Redis forgot the run (its finished marker was pruned, or Redis lost its data):
+    the worker asks PostgreSQL before starting an unknown run."""
+    from tests.support.effect_actors import counted, executions_key
+
+    start_worker("tests.support.effect_actors")
+    msg = counted.send()
+    wait_status(msg.message_id, "FINISHED")
+    redis_client.delete(broker.keys.ledger_finished, broker.keys.ledger_runs)
+    _redeliver(broker, msg)
+    wait_for(lambda: redis_client.hlen(broker.keys.messages("default")) == 0, 15, what="redelivery consumed")
+    time.sleep(0.3)
+    assert int(redis_client.hget(executions_key(), msg.message_id)) == 1
+
+
+def test_sending_a_known_message_id_again_enqueues_nothing(broker, start_worker, redis_client):
+    """A producer (or a redelivered dispatcher) re-sending a message id the ledger knows."""
+    from tests.support.effect_actors import counted, executions_key
+
+    msg = counted.send()
+    again = counted.message().copy(message_id=msg.message_id)
+    broker.enqueue(again)
+    assert redis_client.llen(broker.keys.queue("default")) == 1  # the second send wrote nothing
+    start_worker("tests.support.effect_actors")
+    wait_status(msg.message_id, "FINISHED")
+    broker.enqueue(counted.message().copy(message_id=msg.message_id))  # after it finished
+    time.sleep(0.5)
+    assert int(redis_client.hget(executions_key(), msg.message_id)) == 1

@@ -1,8 +1,7 @@
-"""Exporter series for the reliability counters, the ledger spool and agency health checks."""
+"""Exporter series for the reliability counters, the ledger buffer and agency health checks."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -19,22 +18,23 @@ def scrape() -> str:
     return generate_latest(build_registry()).decode()
 
 
-def test_reliability_counters_and_spool_are_exported_zero_filled(broker):
+def test_reliability_counters_and_ledger_buffer_are_exported_zero_filled(broker):
     text_before = scrape()
     for kind in ("reconciled", "reconcile_closed", "stuck_fetch_requeued"):
         assert f'jobs_platform_events_total{{kind="{kind}"}} 0.0' in text_before
-    assert "jobs_ledger_spool_length 0.0" in text_before
-    assert "jobs_ledger_spool_oldest_age_seconds 0.0" in text_before
+    assert "jobs_ledger_buffer_events 0.0" in text_before
+    assert "jobs_ledger_buffer_oldest_age_seconds 0.0" in text_before
     ns = broker.namespace
     broker.client.hincrby(f"{ns}:platform:stats", "reconciled", 4)
     broker.client.hincrby(f"{ns}:platform:stats", "stuck_fetch_requeued", 1)
-    old = (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
-    broker.client.rpush(f"{ns}:ledger:spool", json.dumps({"kind": "progress", "params": {"at": old}}), "{}")
+    old_ms = int((datetime.now(UTC) - timedelta(seconds=90)).timestamp() * 1000)
+    broker.client.xadd(broker.keys.ledger_stream, {"e": b"[]"}, id=f"{old_ms}-0")
+    broker.client.xadd(broker.keys.ledger_stream, {"e": b"[]"})
     after = scrape()
     assert 'jobs_platform_events_total{kind="reconciled"} 4.0' in after
     assert 'jobs_platform_events_total{kind="stuck_fetch_requeued"} 1.0' in after
-    assert "jobs_ledger_spool_length 2.0" in after
-    age = float(re.search(r"^jobs_ledger_spool_oldest_age_seconds (\S+)$", after, re.M).group(1))
+    assert "jobs_ledger_buffer_events 2.0" in after
+    age = float(re.search(r"^jobs_ledger_buffer_oldest_age_seconds (\S+)$", after, re.M).group(1))
     assert 89 < age < 120
 
 

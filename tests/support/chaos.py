@@ -20,7 +20,12 @@ def free_port() -> int:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; :meth:`cut` drops every connection and
-    refuses new ones (the target looks down), :meth:`restore` brings it back."""
+    refuses new ones (the target looks down), :meth:`restore` brings it back.
+
+    :meth:`freeze` makes every connection *half-open*: bytes are accepted (TCP ACKs them)
+    but never forwarded, and nothing is closed, as when a NAT or a firewall drops a
+    connection's state. :meth:`heal` lets new connections through again; the frozen ones
+    stay frozen for good."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -29,7 +34,18 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._running = True
+        self._frozen_new = threading.Event()
+        self._freezes: list[threading.Event] = []
         self.restore()
+
+    def freeze(self) -> None:
+        self._frozen_new.set()
+        with self._lock:
+            for flag in self._freezes:
+                flag.set()
+
+    def heal(self) -> None:
+        self._frozen_new.clear()
 
     def _listen(self) -> None:
         listener = socket.socket()
@@ -54,15 +70,21 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            frozen = threading.Event()
+            if self._frozen_new.is_set():
+                frozen.set()
             with self._lock:
                 self._conns += [client, upstream]
+                self._freezes.append(frozen)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, frozen), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, frozen: threading.Event) -> None:
         try:
             while data := src.recv(65536):
+                while frozen.is_set():  # half-open: swallow, never answer, never close
+                    time.sleep(0.05)
                 dst.sendall(data)
         except OSError:
             pass
@@ -103,12 +125,13 @@ class TcpProxy:
 class PrivateRedis:
     """A redis-server of the test's own, so it can be SIGKILLed and restarted."""
 
-    def __init__(self, directory: Path, *, appendonly: bool) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool, fsync: str = "always") -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not installed")
         self.dir = directory
         self.port = free_port()
         self.appendonly = appendonly
+        self.fsync = fsync
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -119,7 +142,7 @@ class PrivateRedis:
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        args += ["--appendonly", "yes", "--appendfsync", self.fsync] if self.appendonly else ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Test-only actors with a domain effect, loaded by workers as `dramatiq actors tests.support.effect_actors`.
+"""Test-only actors with a domain effect or an execution count, loaded by workers as `dramatiq actors tests.support.effect_actors`.
 
 EFFECT_ONCE writes its effect with the idempotency pattern the domain jobs use (a
 unique key per logical job, ON CONFLICT DO NOTHING), and counts executions separately,
@@ -11,7 +11,7 @@ import time
 import dramatiq
 from sqlalchemy import text
 
-import actors  # noqa: F401 - the platform broker
+import jobplatform
 from jobcore.context import current_message_id
 from jobcore.db import control_session
 
@@ -28,3 +28,17 @@ def effect_once(seconds: float) -> str:
         session.execute(text("INSERT INTO test_effects (message_id) VALUES (:m) ON CONFLICT DO NOTHING"),
                         {"m": current_message_id()})
     return "done"
+
+
+def executions_key() -> str:
+    """Redis hash message id -> how many times COUNTED ran it (the test namespace)."""
+    return f"{jobplatform.broker.namespace}:test:executions"
+
+
+@dramatiq.actor(actor_name="COUNTED", queue_name="default", max_retries=0)
+def counted(seconds: float = 0.0) -> int:
+    """Counts its executions per message id in Redis (executions, not ledger rows)."""
+    n = int(jobplatform.broker.client.hincrby(executions_key(), str(current_message_id()), 1))
+    if seconds:
+        time.sleep(seconds)
+    return n

@@ -10,11 +10,20 @@ from jobcore.db import control_engine
 from tests.conftest import wait_for
 
 
-def settle() -> None:
-    """Apply the Redis ledger buffer now (redis mode; a no-op when it is empty)."""
-    from jobcore.ledger import process_store
+def platform() -> Any:
+    import jobplatform
 
-    process_store().drain_spool()
+    return jobplatform.platform
+
+
+def settle() -> None:
+    """Apply everything in the Redis ledger buffer now (as revocation and the CLI do)."""
+    platform().sync()
+
+
+def revoke(message_id: str, operator: str = "test") -> Any:
+    """Revoke through the platform (the same function ``jobctl revoke`` calls)."""
+    return platform().revoke(message_id, operator=operator)
 
 
 def run_row(message_id: str) -> dict[str, Any] | None:
@@ -37,9 +46,28 @@ def count(sql: str, **params: Any) -> int:
 
 
 def wait_status(message_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
-    """Wait until the run of ``message_id`` has ``status``; return the row."""
+    """Wait until the run of ``message_id`` has ``status`` in PostgreSQL; return the row.
+    Waits for the workers' own drainer (nothing here applies the buffer)."""
     def check() -> dict[str, Any] | None:
         row = run_row(message_id)
         return row if row and row["status"] == status else None
 
     return wait_for(check, timeout, what=f"run {message_id} to be {status} (now: {run_row(message_id)})")
+
+
+def drain(redis_url: str) -> None:
+    """Apply the test namespace's ledger buffer held by another Redis (a private
+    redis-server), as a worker's drainer on that Redis would."""
+    import redis
+
+    from jobcore.keys import Keys
+    from ledger.drainer import Drainer
+    from ledger.store import PgStore
+    from ledger.stream import EventStream
+    from tests.conftest import NAMESPACE, TEST_ENV
+
+    store = PgStore(TEST_ENV["DATABASE_URL"], NAMESPACE)
+    try:
+        Drainer(EventStream(redis.Redis.from_url(redis_url), Keys(NAMESPACE)), store).drain_until(timeout_s=30)
+    finally:
+        store.drop()

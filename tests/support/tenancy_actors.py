@@ -7,7 +7,7 @@ import time
 import dramatiq
 from sqlalchemy import text
 
-import actors  # noqa: F401 - the platform broker
+import jobplatform  # noqa: F401 - the platform broker
 from jobcore.context import current_context
 from tenancy.session import tenant_session
 

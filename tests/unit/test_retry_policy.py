@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobcore.ledger import fingerprint
+from ledger.recorder import fingerprint
 from middleware.retries import backoff_ms
 
 pytestmark = pytest.mark.unit

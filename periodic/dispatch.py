@@ -2,9 +2,10 @@
 
 The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
 target actor out over the tenants of its product. A target that is not declared when
-the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out message ids are derived from
-(tick, tenant), and tenants already dispatched for the tick are skipped, so a retried
-or redelivered dispatcher never sends a tenant's run twice.
+the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out
+message ids are derived from (tick, tenant), so a retried or redelivered dispatcher
+never sends a tenant's run twice: tenants already linked to the tick are skipped, and
+the broker does not enqueue a message id the ledger already knows.
 """
 
 from __future__ import annotations
@@ -16,30 +17,29 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from jobcore.broker import PlatformRedisBroker
 from jobcore.context import current_context
 from jobcore.errors import UnknownActor
 from periodic.cadence import EverySeconds
 from periodic.schedules import Schedule, all_schedules
+from periodic.ticks import mark_failed, record_runs, tick_message_ids
+from tenancy.registry import list_tenants
 
 log = logging.getLogger(__name__)
 
 TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
 
 
-def dispatch(schedule: Schedule, tick_id: int | None, dispatcher_message_id: str | None = None) -> dict[str, Any]:
+def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | None,
+             dispatcher_message_id: str | None = None) -> dict[str, Any]:
     """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
-    import actors
-    from jobcore.bulk import enqueue_many
-    from periodic.ticks import mark_failed, record_runs, tick_message_ids
-    from tenancy.registry import list_tenants
-
     if tick_id is not None and dispatcher_message_id is not None:
         # The scheduler links its message after the send; link it here too, so a
         # scheduler that dies between the send and that write leaves no unlinked run.
         record_runs(tick_id, [dispatcher_message_id], "dispatcher")
 
     try:
-        target = actors.broker.get_actor(schedule.target)
+        target = broker.get_actor(schedule.target)
     except Exception:
         # A target missing at tick time (not deployed on this worker, renamed) fails this
         # tick, visibly: the tick row turns FAILED with the reason, the dispatcher run is
@@ -61,17 +61,17 @@ def dispatch(schedule: Schedule, tick_id: int | None, dispatcher_message_id: str
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
         message = target.message_with_options(job_context=ctx)
         messages.append(message.copy(message_id=message_id))
-    sent = enqueue_many(actors.broker, messages)
+    sent = broker.enqueue_many(messages)
     if tick_id is not None:
         record_runs(tick_id, [m.message_id for m in sent], "tenant")
     return {"schedule": schedule.name, "tick_id": tick_id, "tenants": len(sent), "skipped": skipped}
 
 
-def _declare(schedule: Schedule) -> None:
+def _declare(broker: PlatformRedisBroker, schedule: Schedule) -> None:
     def run() -> dict[str, Any]:
         message = CurrentMessage.get_current_message()
         tick_id = message.options.get("schedule_tick_id") if message is not None else None
-        return dispatch(schedule, tick_id, message.message_id if message is not None else None)
+        return dispatch(broker, schedule, tick_id, message.message_id if message is not None else None)
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
     options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}
@@ -80,8 +80,11 @@ def _declare(schedule: Schedule) -> None:
         # down for hours): the platform's default max_age would expire it. Interval ticks
         # keep the default: a newer tick comes within minutes and does the same work.
         options["max_age"] = 0
-    dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", **options)(run)
+    dramatiq.actor(actor_name=schedule.dispatcher, queue_name="periodic", broker=broker, **options)(run)
 
 
-for _schedule in all_schedules():
-    _declare(_schedule)
+def declare_dispatchers(broker: PlatformRedisBroker) -> None:
+    """Declare one dispatcher actor per schedule on ``broker`` (the composition root does)."""
+    for schedule in all_schedules():
+        if schedule.dispatcher not in broker.actors:
+            _declare(broker, schedule)

@@ -1,4 +1,4 @@
-"""``jobctl``: the operator command line (``python -m jobcore.cli`` works too).
+"""``jobctl``: the operator command line (``python -m cli`` works too).
 
 Every command has ``--help``; listing commands print readable tables, or JSON with
 ``--json`` for scripts. Nothing printed here contains argument values that the
@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from dramatiq import Message
 from sqlalchemy import text
 
 from jobcore.db import control_engine
+from jobcore.errors import PlatformError
+from ledger.reader import RunFilter, get_run, run_errors
+from ledger.reader import query_runs as read_runs
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -55,30 +57,27 @@ def query_runs(*, status: str | None = None, resolution: str | None = None, acto
                tenant: int | None = None, since: str | None = None, limit: int = 50,
                message_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Runs, newest first, with queue wait and run time in milliseconds."""
-    where: list[str] = []
-    params: dict[str, Any] = {"limit": limit}
-    for column, value in (("status", status), ("resolution", resolution), ("actor_name", actor),
-                          ("tenant_id", tenant)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    if since:
-        where.append("enqueued_at >= :since")
-        params["since"] = since
-    if message_ids is not None:
-        where.append("message_id = ANY(:ids)")
-        params["ids"] = list(message_ids)
-    sql = ("SELECT id, message_id, actor_name, queue_name, tenant_id, status, resolution, attempts, enqueued_at, "
-           "started_at, finished_at, progress, result, args, kwargs, "
-           "round(extract(epoch FROM started_at - enqueued_at) * 1000) AS wait_ms, "
-           "round(extract(epoch FROM finished_at - started_at) * 1000) AS run_ms "
-           "FROM job_runs" + (" WHERE " + " AND ".join(where) if where else "") +
-           " ORDER BY id DESC LIMIT :limit")
-    with control_engine().connect() as conn:
-        return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+    return read_runs(control_engine(), RunFilter(status=status, resolution=resolution, actor=actor, tenant=tenant,
+                                                 since=since, message_ids=message_ids), limit=limit)
+
+
+def _platform() -> Any:
+    import jobplatform
+
+    return jobplatform.platform
+
+
+def _current() -> None:
+    """Bring the ledger up to date before reading it (events drain within ~50 ms; a
+    command run right after a send should still see it)."""
+    try:
+        _platform().ledger.sync(5.0)
+    except PlatformError as exc:
+        print(f"warning: the ledger may be behind: {exc}", file=sys.stderr)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    _current()
     rows = query_runs(status=args.status, resolution=args.resolution, actor=args.actor, tenant=args.tenant,
                       since=args.since, limit=args.limit)
     emit(rows, RUN_COLUMNS, args.json)
@@ -86,17 +85,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    key = "id" if args.id.isdigit() else "message_id"
-    with control_engine().connect() as conn:
-        run = conn.execute(text(f"SELECT * FROM job_runs WHERE {key} = :v"),
-                           {"v": int(args.id) if key == "id" else args.id}).mappings().first()
-        if run is None:
-            print(f"error: no run {args.id}", file=sys.stderr)
-            return 1
-        errors = [dict(e) for e in conn.execute(text(
-            "SELECT attempt, exception_type, message, will_retry, created_at, fingerprint, traceback "
-            "FROM job_errors WHERE job_run_id = :id ORDER BY attempt"), {"id": run["id"]}).mappings()]
-    detail = dict(run)
+    _current()
+    detail = get_run(control_engine(), args.id)
+    errors = run_errors(control_engine(), detail["id"])
     if args.json:
         print(json.dumps({"run": detail, "errors": errors}, default=str, indent=2))
         return 0
@@ -109,124 +100,76 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from jobcore.revocation import revoke
-
-    result = revoke(args.message_id)
+    result = _platform().revoke(args.message_id, operator=args.operator)
     print(f"{result.message_id}: {result.outcome}" + (f" ({result.resolution})" if result.resolution else ""))
     return 0
 
 
-def _broker() -> Any:
-    import actors
-
-    return actors.broker
-
-
 def cmd_retry(args: argparse.Namespace) -> int:
     """Re-enqueue a finished ERROR/EXPIRED/REVOKED run as a new run linked to it."""
-    import dramatiq
+    from jobplatform.root import default_operator
+    from ledger.operations import retry_run
 
-    with control_engine().connect() as conn:
-        run = conn.execute(text("SELECT * FROM job_runs WHERE id = :v OR message_id = :s"),
-                           {"v": int(args.id) if args.id.isdigit() else -1, "s": args.id}).mappings().first()
-    if run is None:
-        print(f"error: no run {args.id}", file=sys.stderr)
-        return 1
-    if run["status"] != "FINISHED" or run["resolution"] == "COMPLETED":
-        print(f"error: run {run['id']} is {run['status']}/{run['resolution']}; only finished ERROR, EXPIRED or "
-              "REVOKED runs can be retried", file=sys.stderr)
-        return 1
-    from jobcore.redaction import MASK
-
-    if MASK in json.dumps([run["args"], run["kwargs"]]):
-        print(f"error: run {run['id']} had secret arguments, which the ledger does not keep; send it again "
-              "from the application", file=sys.stderr)
-        return 1
-    broker = _broker()
-    actor = broker.get_actor(run["actor_name"])
-    message = actor.send_with_options(args=tuple(run["args"]), kwargs=dict(run["kwargs"]),
-                                      job_context=run["context"] or None, retry_of=run["id"])
-    assert isinstance(message, dramatiq.Message)
-    print(f"retrying run {run['id']} as message {message.message_id}")
+    _current()
+    platform = _platform()
+    message = retry_run(platform.broker, control_engine(), args.id, operator=args.operator or default_operator(),
+                        force=args.force)
+    print(f"retrying run {args.id} as message {message.message_id}")
     return 0
 
 
-def queue_depths(broker: Any) -> list[dict[str, Any]]:
-    """Depth of every queue in the namespace: ready, delayed (.DQ), dead letters (.XQ)."""
-    client = broker.client
-    ns = broker.namespace
-    names = set(broker.get_declared_queues())
-    for key in client.scan_iter(match=f"{ns}:*.msgs", count=500):
-        name = key.decode()[len(ns) + 1:-len(".msgs")]
-        names.add(name.removesuffix(".DQ").removesuffix(".XQ"))
-    rows = []
-    for name in sorted(names):
-        rows.append({"queue": name, "ready": client.llen(f"{ns}:{name}"),
-                     "delayed": client.hlen(f"{ns}:{name}.DQ.msgs"), "dead": client.zcard(f"{ns}:{name}.XQ"),
-                     "stored": client.hlen(f"{ns}:{name}.msgs")})
-    return rows
-
-
 def cmd_queues(args: argparse.Namespace) -> int:
-    emit(queue_depths(_broker()), ("queue", "ready", "delayed", "dead", "stored"), args.json)
+    from jobcore.queues import queue_depths
+
+    broker = _platform().broker
+    emit(queue_depths(broker.client, broker.keys, broker.get_declared_queues()),
+         ("queue", "ready", "delayed", "dead", "stored"), args.json)
     return 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    """List dead-lettered messages of a queue, or requeue them."""
-    from jobcore.redaction import get_redactor
+    """List dead-lettered messages of a queue, or requeue / discard them."""
+    from jobplatform.root import default_operator
+    from ledger.operations import dead_letters, discard_dead_letter, requeue_dead_letter
 
-    broker = _broker()
-    client, ns, queue = broker.client, broker.namespace, args.queue
-    ids = [i.decode() for i in client.zrange(f"{ns}:{queue}.XQ", 0, -1)]
-    rows = []
-    for rid in ids:
-        raw = client.hget(f"{ns}:{queue}.XQ.msgs", rid)
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            data = {}
-        rows.append({"redis_id": rid, "message_id": data.get("message_id"), "actor": data.get("actor_name"),
-                     "args": get_redactor().value(data.get("args")), "undecodable": not data})
-    if args.requeue:
-        selected = [r for r in rows if args.requeue == "all" or args.requeue in (r["redis_id"], r["message_id"])]
+    broker = _platform().broker
+    operator = args.operator or default_operator()
+    rows = dead_letters(broker, args.queue)
+    if args.requeue or args.discard:
+        ref = args.requeue or args.discard
+        selected = [r for r in rows if ref == "all" or ref in (r["redis_id"], r["message_id"])]
+        if not selected:
+            print(f"error: no dead letter {ref} on queue {args.queue}", file=sys.stderr)
+            return 1
+        failed = 0
         for r in selected:
-            raw = client.hget(f"{ns}:{queue}.XQ.msgs", r["redis_id"])
-            if raw is None or r["undecodable"]:
-                print(f"skipping {r['redis_id']}: undecodable, see rejected_messages", file=sys.stderr)
-                continue
-            # Its run is FINISHED (that is why it was dead-lettered), so it is sent again as
-            # a new run linked to the old one, through the normal, validated send path.
-            old = Message.decode(raw)
-            options = {k: v for k, v in old.options.items()
-                       if k not in ("redis_message_id", "ledger_tracked", "retries", "eta", "due_at_ms")}
-            with control_engine().connect() as conn:
-                options["retry_of"] = conn.execute(text("SELECT id FROM job_runs WHERE message_id = :m"),
-                                                   {"m": old.message_id}).scalar()
-            new = broker.enqueue(Message(queue_name=queue, actor_name=old.actor_name, args=old.args,
-                                         kwargs=old.kwargs, options=options))
-            pipe = client.pipeline()
-            pipe.zrem(f"{ns}:{queue}.XQ", r["redis_id"])
-            pipe.hdel(f"{ns}:{queue}.XQ.msgs", r["redis_id"])
-            pipe.execute()
-            r["actor"] = f"{old.actor_name} as new message {new.message_id}"
-            print(f"requeued {r['redis_id']} ({r['actor']})")
-        return 0
-    emit(rows, ("redis_id", "message_id", "actor", "args", "undecodable"), args.json)
+            try:
+                if args.requeue:
+                    new = requeue_dead_letter(broker, control_engine(), args.queue, r["redis_id"], operator=operator)
+                    print(f"requeued {r['redis_id']} ({r['actor']} as new message {new.message_id})")
+                else:
+                    discard_dead_letter(broker, control_engine(), args.queue, r["redis_id"], operator=operator)
+                    print(f"discarded {r['redis_id']} ({r['actor']})")
+            except PlatformError as exc:
+                failed += 1
+                print(f"error: {r['redis_id']}: {exc}", file=sys.stderr)
+        return 1 if failed else 0
+    emit(rows, ("redis_id", "message_id", "actor", "args", "kwargs", "undecodable"), args.json)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from jobcore.retention import prune
+    from ledger.retention import prune
 
-    print(f"pruned {prune(args.older_than)} finished runs older than {args.older_than} days")
+    print(f"pruned {prune(control_engine(), args.older_than)} finished runs older than {args.older_than} days")
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from jobcore.reconcile import reconcile
-
-    report = reconcile(_broker(), grace_s=args.grace)
+    report = _platform().reconcile(grace_s=args.grace)
+    if report.skipped:
+        print(f"error: reconciliation skipped: {report.skipped}", file=sys.stderr)
+        return 1
     print(f"checked {report.checked} open runs: re-enqueued {len(report.reenqueued)}, closed {len(report.closed)}")
     return 0
 
@@ -258,6 +201,7 @@ def schedule_rows() -> list[dict[str, Any]]:
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
+    _current()
     emit(schedule_rows(), ("schedule", "severity", "cadence", "next_et", "next_utc", "last_tick", "last_status",
                            "last_outcome"), args.json)
     return 0
@@ -275,10 +219,9 @@ def cmd_tenants(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Enqueue the example jobs, wait for a worker to finish them, print the ledger."""
-    import actors  # noqa: F401 - declares the actors on the broker
+    platform = _platform()
     from actors.examples import example, example_error, example_progress, example_with_args
     from jobcore.context import job_context
-    from jobcore.revocation import revoke
 
     with job_context(tenant_id=1, request_id="demo"):
         sent = [
@@ -289,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             example.send_with_options(args=("too late",), max_age=1),  # EXPIRED
         ]
         queued = example.send_with_options(args=("revoked before it ran",), delay=60_000)
-        revoke(queued.message_id)
+        platform.revoke(queued.message_id, operator="demo")
         sent.append(queued)
     # Real domain work on the demo tenants, through the same fan-out the scheduler uses.
     from tenancy.fanout import fan_out
@@ -298,12 +241,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     domain = [("job_user_offsite_tracking", "escrow"), ("job_account_balance_check", "escrow"),
               ("agency_health_checks", "casemgmt"), ("agency_overnight_aggregations", "casemgmt")]
     for actor_name, product in domain:
-        if actor_name in actors.broker.actors and list_tenants(product=product):
+        if actor_name in platform.broker.actors and list_tenants(product=product):
             sent += fan_out(actor_name, product=product)
     ids = [m.message_id for m in sent]
     print(f"demo: sent {len(ids)} jobs; waiting for a worker (dramatiq actors) to finish them...", flush=True)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
+        _current()
         rows = query_runs(message_ids=ids)
         if all(r["status"] == "FINISHED" for r in rows) and len(rows) == len(ids):
             break
@@ -340,10 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("revoke", help="revoke a run: queued runs never start, running ones are stopped")
     p.add_argument("message_id")
+    p.add_argument("--operator", help="who is acting (default: the login user); recorded in operator_actions")
     p.set_defaults(fn=cmd_revoke)
 
     p = sub.add_parser("retry", help="re-enqueue a finished ERROR/EXPIRED/REVOKED run as a new, linked run")
     p.add_argument("id", help="run id or message id")
+    p.add_argument("--operator", help="who is acting (default: the login user); recorded in operator_actions")
+    p.add_argument("--force", action="store_true", help="retry even if the run was retried before")
     p.set_defaults(fn=cmd_retry)
 
     p = sub.add_parser("queues", help="depth of each queue: ready, delayed (.DQ), dead letters (.XQ)")
@@ -352,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dead-letters", help="list a queue's dead-lettered messages, or requeue them")
     p.add_argument("queue", nargs="?", default="default")
-    p.add_argument("--requeue", metavar="ID|all", help="requeue one (redis or message id) or all")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--requeue", metavar="ID|all", help="requeue one (redis or message id) or all, as new runs")
+    action.add_argument("--discard", metavar="ID|all", help="delete one (redis or message id) or all")
+    p.add_argument("--operator", help="who is acting (default: the login user); recorded in operator_actions")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_dead_letters)
 
@@ -388,13 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.older_than = float(get_settings().retention_days)
     try:
         return int(args.fn(args))
-    except Exception as exc:  # operator-facing: one line, not a traceback
-        from jobcore.errors import PlatformError
-
-        if isinstance(exc, PlatformError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except PlatformError as exc:  # operator-facing: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""``jobctl``, the operator command line (see :mod:`cli.jobctl`)."""

@@ -1,0 +1,168 @@
+"""The platform's ledger strategy: every transition is written to Redis atomically with
+the broker operation it belongs to, and drained to PostgreSQL in batches.
+
+* PENDING rides in the broker's enqueue script: the message and its row's event are
+  stored together or not at all.
+* STARTED is appended by :data:`ledger.stream.START_LUA`, which first refuses a delivery
+  of a revoked or finished run (a redelivered copy never runs a second time).
+* The closing event (COMPLETED, a failed attempt, ERROR, EXPIRED, REVOKED) rides in the
+  broker's ack/nack script: a crash leaves either both (the run is finished) or neither
+  (the message is redelivered).
+
+What this costs and guarantees is in ``docs/ledger.md``: the ledger trails the buffer by
+about ``LEDGER_FLUSH_MS``; losing Redis's data (no persistence) loses the runs whose
+events were not drained yet, together with their messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from jobcore.keys import Keys
+from ledger import queries
+from ledger.drainer import Drainer, Lease
+from ledger.events import Event, Finished, Rejected, Started, encode
+from ledger.recorder import Recorder
+from ledger.store import PgStore
+from ledger.strategy import Closing, StartVerdict, closing_event
+from ledger.stream import EventStream
+
+log = logging.getLogger(__name__)
+
+
+class RedisStreamLedger:
+    """Redis-buffered ledger strategy (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, dsn: str, control: Callable[[], Engine], recorder: Recorder,
+                 flush_ms: int = 50, chunk: int = 2000, lease_ms: int = 5000, backpressure_events: int = 1_000_000,
+                 dedupe_window_s: float = 900.0, statement_timeout_ms: int = 30_000, pg_options: bool = True) -> None:
+        self.client = client
+        self.keys = keys
+        self.recorder = recorder
+        self.control = control
+        self.stream = EventStream(client, keys)
+        self.flush_s = flush_ms / 1000
+        self.lease_ms = lease_ms
+        self.backpressure_events = backpressure_events
+        self._store_args: dict[str, Any] = {"statement_timeout_ms": statement_timeout_ms, "pg_options": pg_options}
+        self._dsn = dsn
+        self._dedupe_window_s = dedupe_window_s
+        self._chunk = chunk
+        # On-demand syncs (revoke, reconcile, CLI) and the background loop each have a
+        # drainer with its own connection, so neither waits on the other's lock.
+        self.drainer = self._drainer()
+        self._background: Drainer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lease: Lease | None = None
+        self._backlog = 0
+
+    def _drainer(self) -> Drainer:
+        store = PgStore(self._dsn, self.keys.namespace, **self._store_args)
+        return Drainer(self.stream, store, chunk=self._chunk, dedupe_window_s=self._dedupe_window_s)
+
+    # -- carried by the broker ----------------------------------------------------------
+    def pending_event(self, fn: Any, message: Any) -> bytes:
+        return encode(self.recorder.pending(fn, message))
+
+    def closing(self, message: Any) -> Closing | None:
+        event = closing_event(message)
+        if event is None:
+            return None
+        return Closing(encode(event), isinstance(event, (Finished, Rejected)))
+
+    # -- written by the middleware -------------------------------------------------------
+    def start(self, message: Any, worker_id: str) -> StartVerdict:
+        event = Started(self.recorder.run_ref(message), time.time(), worker_id)
+        raw = encode(event)
+        floor = int(message.options.get("retries", 0)) + 1
+        n = self.stream.start(message.message_id, raw, floor, register=False)
+        if n == -3:
+            # Redis has no record of this run: one sent by a foreign producer, a copy of a
+            # run finished longer ago than the dedupe window, or Redis lost its data.
+            # PostgreSQL decides.
+            if self._finished_in_postgres(message.message_id):
+                return StartVerdict(False, reason="DUPLICATE")
+            n = self.stream.start(message.message_id, raw, floor, register=True)
+        if n == -2:
+            return StartVerdict(False, reason="REVOKED")
+        if n == -1:
+            return StartVerdict(False, reason="DUPLICATE")
+        return StartVerdict(True, attempt=n)
+
+    def _finished_in_postgres(self, message_id: str) -> bool:
+        try:
+            with self.control().connect() as conn:
+                row = conn.execute(queries.RUN_STATUS, {"m": message_id}).first()
+        except Exception:
+            # Unknown either way: run it (refusing could strand it forever); the ledger's
+            # rules keep a FINISHED row unchanged if it was a duplicate after all.
+            log.warning("Could not check run %s in PostgreSQL before starting it", message_id, exc_info=True)
+            return False
+        return row is not None and row[0] == "FINISHED"
+
+    def record(self, event: Event) -> None:
+        self.stream.append(encode(event))
+
+    # -- reading it back -----------------------------------------------------------------
+    def sync(self, timeout_s: float = 30.0) -> None:
+        self.drainer.drain_until(timeout_s=timeout_s)
+
+    def accepting(self) -> bool:
+        return self._backlog < self.backpressure_events
+
+    def _on_state(self, length: int) -> None:
+        was = self.accepting()
+        self._backlog = length
+        if was and not self.accepting():
+            log.error("Ledger buffer holds %d events (LEDGER_BACKPRESSURE_EVENTS=%d): this worker stops taking "
+                      "new messages until PostgreSQL catches up", length, self.backpressure_events)
+        elif not was and self.accepting():
+            log.warning("Ledger buffer back to %d events: taking new messages again", length)
+
+    # -- background ----------------------------------------------------------------------
+    def start_background(self) -> None:
+        self.warn_if_not_persistent()
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._background = self._drainer()
+        self._lease = Lease(self.client, self.keys.ledger_lease, self.lease_ms)
+        self._thread = threading.Thread(target=self._background.run, args=(self._stop, self._lease),
+                                        kwargs={"flush_s": self.flush_s, "on_state": self._on_state},
+                                        name="ledger-drainer", daemon=True)
+        self._thread.start()
+
+    def stop_background(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(5.0)
+        lease, self._lease = self._lease, None
+        try:
+            self.drainer.drain_until(timeout_s=5.0)
+        except Exception as exc:
+            log.warning("Final ledger drain incomplete (%s); another process or the next start applies the rest",
+                        exc)
+        if lease is not None:
+            try:
+                lease.release()
+            except redis.RedisError:
+                pass
+        self._thread = None
+
+    def warn_if_not_persistent(self) -> None:
+        """A Redis without AOF loses, when it restarts, the events not yet drained."""
+        info = self.stream.persistence()
+        if info and not int(info.get("aof_enabled", 0)):
+            log.warning("Redis persistence is off (appendonly no): if Redis restarts, queued messages and the "
+                        "ledger events not yet drained (about the last %d ms) are lost. Run Redis with "
+                        "appendonly yes, appendfsync everysec (docs/ledger.md).", int(self.flush_s * 1000) + 50)

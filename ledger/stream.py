@@ -1,0 +1,153 @@
+"""The ledger buffer in Redis: a stream of encoded events, plus the per-run bookkeeping
+that lets a worker decide "may this delivery start?" without asking PostgreSQL.
+
+* ``<ns>:ledger:events`` (stream): events waiting to be applied. The broker appends
+  PENDING with the enqueue and the closing event with the ack/nack, each in the same
+  script call as the broker operation (both or neither); :data:`START_LUA` appends
+  STARTED; progress and rejected messages are appended on their own.
+* ``<ns>:ledger:runs`` (hash): attempts so far of every open run; removed when the run
+  finishes.
+* ``<ns>:ledger:finished`` (sorted set): runs finished recently, by finish time. A
+  delivery of a finished run (a redelivered or re-sent copy) is refused by START.
+  Entries are kept for ``LEDGER_DEDUPE_WINDOW_S`` and never pruned before the drain
+  cursor has passed them.
+* ``<ns>:ledger:epoch``: the stream's life (see :mod:`ledger.drainer`).
+
+Key names come from :class:`jobcore.keys.Keys`; nothing here spells one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from jobcore.fastscript import FastScript
+from jobcore.keys import Keys
+
+# START: may this delivery run? KEYS: revoked, finished, runs, stream.
+# ARGV: message id, STARTED event, attempt floor, register ("1": count a run Redis does
+# not know; "0": report it, so the caller asks PostgreSQL first).
+# Returns -2 revoked, -1 finished, -3 unknown run, else the attempt number, after
+# appending the STARTED event with that number (field "n").
+START_LUA = """
+local mid = ARGV[1]
+if redis.call('ZSCORE', KEYS[1], mid) then return -2 end
+if redis.call('ZSCORE', KEYS[2], mid) then return -1 end
+if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[3], mid) == 0 then return -3 end
+local n = redis.call('HINCRBY', KEYS[3], mid, 1)
+local floor = tonumber(ARGV[3])
+if n < floor then
+  redis.call('HSET', KEYS[3], mid, floor)
+  n = floor
+end
+redis.call('XADD', KEYS[4], '*', 'e', ARGV[2], 'n', n)
+return n
+"""
+
+# After a committed drain: drop the applied entries and the finished markers that are
+# past the dedupe window and already applied. KEYS: stream, finished.
+# ARGV: first stream id to keep, prune markers finished before this (ms; 0: skip).
+TRIM_LUA = """
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, ARGV[2])
+end
+return redis.call('XLEN', KEYS[1])
+"""
+
+StreamId = tuple[int, int]
+ZERO: StreamId = (0, 0)
+
+
+def parse_id(value: bytes | str) -> StreamId:
+    """``b"1700000000000-3"`` -> ``(1700000000000, 3)``."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(value: StreamId) -> str:
+    return f"{value[0]}-{value[1]}"
+
+
+def next_id(value: StreamId) -> StreamId:
+    """The smallest id after ``value`` (XTRIM MINID keeps ids >= its argument)."""
+    return value[0], value[1] + 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry: its id, the encoded event and (STARTED) the assigned attempt."""
+
+    id: StreamId
+    raw: bytes
+    attempt: int | None
+
+
+class EventStream:
+    """The Redis half of the ledger buffer of one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._start = FastScript(client, START_LUA)
+        self._trim = client.register_script(TRIM_LUA)
+
+    # -- written by workers --------------------------------------------------------------
+    def start(self, message_id: str, event: bytes, floor: int, *, register: bool) -> int:
+        """Run :data:`START_LUA` for one delivery (see its comment for the reply)."""
+        k = self.keys
+        return int(self._start(keys=[k.revoked, k.ledger_finished, k.ledger_runs, k.ledger_stream],
+                               args=[message_id, event, floor, "1" if register else "0"]))
+
+    def append(self, event: bytes) -> None:
+        """Append an event that belongs to no broker operation (progress, rejected)."""
+        self.client.xadd(self.keys.ledger_stream, {"e": event})
+
+    # -- read by drainers ----------------------------------------------------------------
+    def epoch(self) -> str:
+        """The stream's epoch, created on first use (a Redis that lost its data has none)."""
+        key = self.keys.ledger_epoch
+        value = self.client.get(key)
+        if value is None:
+            self.client.set(key, secrets.token_hex(8), nx=True)
+            value = self.client.get(key)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def read_after(self, after: StreamId | None, count: int) -> list[Entry]:
+        """Up to ``count`` entries after ``after`` (from the start when None)."""
+        start = "-" if after is None else "(" + format_id(after)
+        out = []
+        entries: Any = self.client.xrange(self.keys.ledger_stream, start, "+", count=count)
+        for entry_id, fields in entries:
+            n = fields.get(b"n")
+            out.append(Entry(parse_id(entry_id), fields.get(b"e", b""), int(n) if n is not None else None))
+        return out
+
+    def last_id(self) -> StreamId | None:
+        """The id of the newest entry (None when the stream is empty)."""
+        newest: Any = self.client.xrevrange(self.keys.ledger_stream, "+", "-", count=1)
+        return parse_id(newest[0][0]) if newest else None
+
+    def oldest(self) -> StreamId | None:
+        first: Any = self.client.xrange(self.keys.ledger_stream, "-", "+", count=1)
+        return parse_id(first[0][0]) if first else None
+
+    def length(self) -> int:
+        return int(self.client.xlen(self.keys.ledger_stream))
+
+    def trim(self, through: StreamId, prune_before_ms: int = 0) -> int:
+        """Remove entries up to ``through`` (applied); returns the entries left."""
+        k = self.keys
+        return int(self._trim(keys=[k.ledger_stream, k.ledger_finished],
+                              args=[format_id(next_id(through)), prune_before_ms]))
+
+    def persistence(self) -> dict[str, Any]:
+        """Redis's persistence settings (``aof_enabled``, ``rdb_...``) from INFO."""
+        try:
+            return dict(self.client.info("persistence"))
+        except redis.RedisError:
+            return {}
