@@ -9,14 +9,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from jobcore.errors import ConfigurationError
 
+# Secret key words (jobcore.redaction: matched as words of a key, see docs/security.md).
 DEFAULT_REDACT_KEYS = (
     "password",
     "passwd",
+    "passphrase",
+    "pass",
+    "pwd",
     "token",
     "secret",
     "api_key",
     "apikey",
+    "auth",
     "authorization",
+    "cookie",
+    "session",
+    "sessionid",
+    "dsn",
     "account_number",
     "routing_number",
     "ssn",
