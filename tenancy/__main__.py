@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--product", required=True, choices=("escrow", "casemgmt"))
     p.add_argument("--database-url", help="default: tenant_<slug> on the control database's server")
+    p.add_argument("--adopt-existing", action="store_true",
+                   help="use the database even if it already exists (it must not belong to anything else)")
     p = sub.add_parser("migrate", help="upgrade every tenant database to its product's latest schema")
     p.add_argument("--include-inactive", action="store_true")
     p = sub.add_parser("list", help="list tenants")
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
-            t = create_tenant(args.slug, args.name, args.product, args.database_url)
+            t = create_tenant(args.slug, args.name, args.product, args.database_url,
+                              adopt_existing=args.adopt_existing)
             print(f"created tenant {t.id} {t.slug} ({t.product}) on {mask_url(t.database_url)}")
         elif args.command == "budget":
             from jobcore.settings import get_settings
@@ -55,17 +58,36 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tenants = list_tenants(product=args.product, active_only=not args.all)
             rows = [{"id": t.id, "slug": t.slug, "name": t.name, "product": t.product, "active": t.active,
-                     "database": mask_url(t.database_url)} for t in tenants]
+                     "status": t.status, "database": mask_url(t.database_url)} for t in tenants]
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
                 from jobcore.cli import emit
 
-                emit(rows, ("id", "slug", "name", "product", "active", "database"), False)
+                emit(rows, ("id", "slug", "name", "product", "active", "status", "database"), False)
         return 0
     except PlatformError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # an operator gets one masked line, never a traceback with a password in it
+        print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error with any password masked (database URLs in messages,
+    SQLAlchemy's appended SQL and parameters dropped)."""
+    from jobcore.redaction import Redactor, get_redactor
+    from jobcore.settings import DEFAULT_REDACT_KEYS
+
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    try:
+        redactor = get_redactor()
+    except Exception:  # the settings themselves are broken: still mask with the defaults
+        redactor = Redactor(DEFAULT_REDACT_KEYS)
+    return redactor.text(first)
 
 
 if __name__ == "__main__":
