@@ -122,8 +122,18 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = field(default="", repr=False)
     smtp_from: str = "jobs@localhost"
-    smtp_starttls: bool = False
+    # Transport security (docs/security.md, "TLS"): "starttls" (upgrade, required: a
+    # server that does not offer it is an error), "smtps" (implicit TLS, usually port
+    # 465) or "none". Certificates are always verified, against SMTP_CA_FILE when set,
+    # else the system's CAs. With "none", SMTP AUTH is refused unless
+    # SMTP_ALLOW_PLAINTEXT_AUTH=1 says a password may travel in clear (a local relay).
+    smtp_tls: str = "starttls"
+    smtp_ca_file: str = ""
+    smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = 10.0
+    # IMAP certificates are verified against this CA file when set (else the system's
+    # CAs); whether a mailbox uses TLS is per mailbox (casemgmt.mailboxes).
+    imap_ca_file: str = ""
     # --- escrow platform externals -------------------------------------------------
     internal_api_url: str = "http://127.0.0.1:8080/internal/status"
     internal_api_key: str = field(default="", repr=False)
@@ -167,6 +177,10 @@ class Settings:
                     values[f.name] = raw
             except ValueError as exc:
                 raise ConfigurationError(f"{key}: {exc}") from None
+        if "SMTP_STARTTLS" in env:
+            # Renamed, never silently ignored: an old deployment's "SMTP_STARTTLS=0" meant
+            # plain text, which is now a choice to state as SMTP_TLS=none.
+            raise ConfigurationError("SMTP_STARTTLS was replaced by SMTP_TLS=starttls|smtps|none")
         if "DEV_ENV" in env and "dev_env" not in values:
             values["dev_env"] = env["DEV_ENV"].strip() == "1"
         settings = cls(**values)  # type: ignore[arg-type]
@@ -184,6 +198,8 @@ class Settings:
             raise ConfigurationError("LEDGER_MODE must be 'sync' or 'redis'")
         if self.ledger_flush_ms <= 0:
             raise ConfigurationError("LEDGER_FLUSH_MS must be > 0")
+        if self.smtp_tls not in ("starttls", "smtps", "none"):
+            raise ConfigurationError("SMTP_TLS must be 'starttls', 'smtps' or 'none'")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")
