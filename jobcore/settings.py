@@ -135,15 +135,23 @@ class Settings:
     # CAs); whether a mailbox uses TLS is per mailbox (casemgmt.mailboxes).
     imap_ca_file: str = ""
     # --- escrow platform externals -------------------------------------------------
-    internal_api_url: str = "http://127.0.0.1:8080/internal/status"
+    # https outside DEV_ENV=1 (validate()): the key and the bank's payloads travel here.
+    internal_api_url: str = "https://127.0.0.1:8080/internal/status"
     internal_api_key: str = field(default="", repr=False)
     s3_bucket: str = "seedtrust-status"
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
     cloudfront_url: str = ""
-    bank_gateway_url: str = "http://127.0.0.1:8099"
+    bank_gateway_url: str = "https://127.0.0.1:8099"
     bank_timeout: float = 10.0
     http_timeout: float = 10.0
+    # Overall bound, in seconds, on one outbound HTTP call (connect, send, headers and the
+    # whole body); BANK_TIMEOUT / HTTP_TIMEOUT bound each socket read within it.
+    http_deadline: float = 30.0
+    # boto3 (S3) clients: explicit time-outs and attempts instead of botocore's 60 s + retries.
+    aws_connect_timeout: float = 5.0
+    aws_read_timeout: float = 10.0
+    aws_max_attempts: int = 3
     # --- case management ---------------------------------------------------------------
     # Fernet keys for mailbox credentials at rest, newest first (rotation: prepend a key,
     # restart workers; old ciphertexts still decrypt with the later keys).
@@ -200,6 +208,14 @@ class Settings:
             raise ConfigurationError("LEDGER_FLUSH_MS must be > 0")
         if self.smtp_tls not in ("starttls", "smtps", "none"):
             raise ConfigurationError("SMTP_TLS must be 'starttls', 'smtps' or 'none'")
+        if self.http_deadline <= 0 or self.aws_connect_timeout <= 0 or self.aws_read_timeout <= 0:
+            raise ConfigurationError("HTTP_DEADLINE, AWS_CONNECT_TIMEOUT and AWS_READ_TIMEOUT must be > 0")
+        if self.aws_max_attempts < 1:
+            raise ConfigurationError("AWS_MAX_ATTEMPTS must be >= 1")
+        if not self.dev_env:
+            for name in ("bank_gateway_url", "internal_api_url"):
+                if not getattr(self, name).lower().startswith("https://"):
+                    raise ConfigurationError(f"{name.upper()} must be an https:// URL outside DEV_ENV=1")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")
