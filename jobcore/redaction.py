@@ -278,6 +278,8 @@ class Redactor:
             if key == "args":
                 # Not a list: its structure is unknown, so nothing in it can be trusted.
                 out[key] = self.positional(item, positional_names) if isinstance(item, list) else MASK
+            elif key == "kwargs" and not isinstance(item, dict):
+                out[key] = MASK  # keyword arguments without their keys: as unknowable
             elif self.is_secret_key(key):
                 out[key] = MASK
             else:

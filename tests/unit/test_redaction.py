@@ -180,6 +180,7 @@ def test_payload_positional_arguments_are_matched_by_name_when_known(redactor):
     b"\xff\xfe password=hunter2 \x00",  # not UTF-8
     "not json at all password=hunter2",
     b'{"actor_name": "X", "args": "hunter2", "kwargs": []}',  # wrong types
+    b'{"actor_name": "X", "args": [], "kwargs": ["hunter2"]}',
     b'["password=hunter2"]',  # JSON, but not an object
 ])
 def test_payload_that_is_not_a_message_falls_back_to_text(redactor, raw):
