@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
-from jobcore.errors import PlatformError
 from jobcore.settings import mask_url
-from tenancy.registry import create_tenant, list_tenants, migrate_tenant_database
+from tenancy.registry import create_tenant, describe_error, list_tenants, migrate_tenant_database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"migrated {t.id} {t.slug}")
                 except Exception as exc:  # one tenant's failure never stops the others
                     failed += 1
-                    print(f"FAILED {t.id} {t.slug}: {str(exc).splitlines()[0]}", file=sys.stderr)
+                    print(f"FAILED {t.id} {t.slug}: {describe_error(exc)}", file=sys.stderr)
             return 1 if failed else 0
         else:
             tenants = list_tenants(product=args.product, active_only=not args.all)
@@ -66,28 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 emit(rows, ("id", "slug", "name", "product", "active", "status", "database"), False)
         return 0
-    except PlatformError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except Exception as exc:  # an operator gets one masked line, never a traceback with a password in it
-        print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 1
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first line of an error with any password masked (database URLs in messages,
-    SQLAlchemy's appended SQL and parameters dropped)."""
-    from jobcore.redaction import Redactor, get_redactor
-    from jobcore.settings import DEFAULT_REDACT_KEYS
-
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    try:
-        redactor = get_redactor()
-    except Exception:  # the settings themselves are broken: still mask with the defaults
-        redactor = Redactor(DEFAULT_REDACT_KEYS)
-    return redactor.text(first)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
         if migrate:
             migrate_tenant_database(tenant.database_url, product)
     except Exception as exc:
-        reason = _one_line(exc)
+        reason = describe_error(exc)
         _update(tenant.id, provision_error=reason[:2000])
         raise TenantError(f"tenant {slug!r} is registered but not provisioned ({reason}); "
                           "fix the cause and run create again to resume") from None
@@ -199,16 +199,25 @@ def _update(tenant_id: int, **values: object) -> TenantInfo:
         return _info(tenant)
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line without secrets (SQLAlchemy appends SQL and parameters on
-    later lines; URLs may carry passwords)."""
-    from jobcore.redaction import get_redactor
+def describe_error(exc: BaseException) -> str:
+    """An error as one line without secrets, for operators: SQLAlchemy's appended SQL and
+    parameters are dropped (first line of the driver's message only) and any password
+    (URL userinfo, ``password=...``) is masked. Platform errors keep their own wording;
+    others are prefixed with their type."""
+    from jobcore.errors import PlatformError
+    from jobcore.redaction import Redactor, get_redactor
+    from jobcore.settings import DEFAULT_REDACT_KEYS
 
     original = getattr(exc, "orig", None) if isinstance(exc, SQLAlchemyError) else None
-    text_ = str(original if original is not None else exc).strip()
-    first = text_.splitlines()[0] if text_ else type(exc).__name__
-    return get_redactor().text(f"{type(original or exc).__name__}: {first}" if not isinstance(exc, TenantError)
-                               else first)
+    cause = original if original is not None else exc
+    text_ = str(cause).strip()
+    first = text_.splitlines()[0] if text_ else ""
+    line = first if isinstance(exc, PlatformError) else f"{type(cause).__name__}: {first}".rstrip(": ")
+    try:
+        redactor = get_redactor()
+    except Exception:  # the settings themselves are broken: still mask, with the defaults
+        redactor = Redactor(DEFAULT_REDACT_KEYS)
+    return redactor.text(line)
 
 
 def list_tenants(*, product: str | None = None, active_only: bool = True) -> list[TenantInfo]:
