@@ -170,9 +170,12 @@ def _register(slug: str, name: str, product: str, database_url: str | None) -> T
                                   f"{mask_url(existing.database_url)}; resume it with the same product and URL")
             return _info(existing)
         url = database_url or default_database_url(slug)
-        taken = session.scalar(select(Tenant.slug).where(Tenant.database_url == url))
-        if taken is not None:
-            raise TenantError(f"database {mask_url(url)} is already registered to tenant {taken!r}")
+        # The unique constraint compares URL strings; the same database can be spelled
+        # with other credentials or options, so compare server and database name too.
+        target = _database_identity(url)
+        for other_slug, other_url in session.execute(select(Tenant.slug, Tenant.database_url)):
+            if other_url == url or _database_identity(other_url) == target:
+                raise TenantError(f"database {mask_url(url)} is already registered to tenant {other_slug!r}")
         tenant = Tenant(slug=slug, name=name, product=product, database_url=url, active=True, status=PROVISIONING)
         session.add(tenant)
         try:
@@ -181,6 +184,15 @@ def _register(slug: str, name: str, product: str, database_url: str | None) -> T
             # A concurrent create took the slug or the URL between our checks and insert.
             raise TenantError(f"tenant {slug!r} or its database {mask_url(url)} was registered concurrently") from None
         return _info(tenant)
+
+
+def _database_identity(url: str) -> tuple[str, int, str]:
+    """(host, port, database) of a PostgreSQL URL, credentials and options ignored."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except Exception:  # not parseable: only the exact string can be compared
+        return (url, 0, "")
+    return ((parsed.host or "").lower(), parsed.port or 5432, parsed.database or "")
 
 
 def _owns_database(tenant_id: int) -> bool:

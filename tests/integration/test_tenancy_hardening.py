@@ -92,6 +92,11 @@ def test_database_urls_are_unique(db_names: list[str]) -> None:
     create_tenant("first", "First", "escrow", url, create_database=False, migrate=False)
     with pytest.raises(TenantError, match="already registered to tenant 'first'"):
         create_tenant("second", "Second", "escrow", url, create_database=False, migrate=False)
+    # The same database spelled with a password and an option is the same database.
+    same = f"postgresql://root:{PASSWORD}@127.0.0.1:5432/{db_names[0]}?application_name=x"
+    with pytest.raises(TenantError, match="already registered to tenant 'first'") as caught:
+        create_tenant("third", "Third", "escrow", same, create_database=False, migrate=False)
+    assert PASSWORD not in str(caught.value)
     # The constraint holds even against code that skips the registry's check.
     from sqlalchemy.exc import IntegrityError
 
@@ -99,7 +104,7 @@ def test_database_urls_are_unique(db_names: list[str]) -> None:
     from tenancy.models import Tenant
 
     with pytest.raises(IntegrityError), control_session() as session:
-        session.add(Tenant(slug="third", name="T", product="escrow", database_url=url))
+        session.add(Tenant(slug="fourth", name="T", product="escrow", database_url=url))
         session.flush()
 
 
