@@ -196,14 +196,18 @@ class Redactor:
         # engine jumps between "://" occurrences; both parts stop at "/", so the scans of
         # two occurrences never overlap.
         self._url_re = re.compile(r"(?P<head>://[^\s/?#@:\"'<>]{0,256}:)(?!\[REDACTED\])[^\s/?#\"'<>]{1,256}(?=@)")
-        # A bearer token outside any key (a pasted header, a curl command line). Like the
-        # cookie pattern below, it starts with a literal (the engine's fast substring
-        # search) and checks the word's first letter and boundary behind it.
-        self._bearer_re = re.compile(r"(?P<head>(?:earer|EARER)(?<=(?<![A-Za-z])[Bb].....)[ \t]{1,8})"
-                                     r"(?!\[REDACTED\])[A-Za-z0-9\-._~+/]{8," + str(_MAX_VALUE) + r"}=*")
-        # Cookie headers carry several name=value pairs: the whole header value is masked.
-        self._cookie_re = re.compile(r"(?P<head>(?:ookie|OOKIE)(?<=(?<![A-Za-z])[Cc].....)[ \t]{0,8}:[ \t]{0,8})"
-                                     r"(?!\[REDACTED\])[^\r\n]{1," + str(_MAX_VALUE) + r"}")
+        # A bearer token outside any key (a pasted header, a curl command line), and
+        # cookie headers, whose whole value is masked (they carry several name=value
+        # pairs). Each pattern starts with a literal, so the engine finds candidates with
+        # its fast substring search, and checks the word's first letter and boundary
+        # behind it; one pattern per spelling keeps the prefix a plain literal.
+        bearer = (r"(?<=(?<![A-Za-z])[Bb].....)[ \t]{1,8})(?!\[REDACTED\])[A-Za-z0-9\-._~+/]{8,"
+                  + str(_MAX_VALUE) + r"}=*")
+        cookie = (r"(?<=(?<![A-Za-z])[Cc].....)[ \t]{0,8}:[ \t]{0,8})(?!\[REDACTED\])[^\r\n]{1,"
+                  + str(_MAX_VALUE) + r"}")
+        self._literal_res = tuple(re.compile("(?P<head>" + literal + rest)
+                                  for literal, rest in (("ookie", cookie), ("OOKIE", cookie),
+                                                        ("earer", bearer), ("EARER", bearer)))
 
     def is_secret_key(self, key: object) -> bool:
         """True when ``key`` names a secret by the word rule of the module docstring."""
@@ -292,10 +296,12 @@ class Redactor:
         if not text:
             return text
         # Each pass runs only when its anchor can occur (substring tests are C-fast).
-        text = _mask_split(self._cookie_re, text)
+        for pattern in self._literal_res[:2]:  # cookies first: the pair pass would mask one pair only
+            text = _mask_split(pattern, text)
         if self._pair_re is not None and ("=" in text or ":" in text):
             text = _mask_split(self._pair_re, text)
-        text = _mask_split(self._bearer_re, text)
+        for pattern in self._literal_res[2:]:
+            text = _mask_split(pattern, text)
         if "://" in text:
             text = _mask_split(self._url_re, text)
         if self._secrets:

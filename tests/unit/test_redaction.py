@@ -196,17 +196,20 @@ def _repeat(unit: str, size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def _ms_per_mb(redactor: Redactor, text: str) -> float:
+def _ms_per_mb(redactor: Redactor, text: str, *, bound: float = 0.0, tries: int = 2) -> float:
+    """CPU time of this process per MB, the best of ``tries`` runs (stopping early once
+    under ``bound``): other processes on a shared machine, and a hiccup, are not the
+    algorithm's cost."""
     import time
 
-    # CPU time of this process, best of two: other processes on a shared machine (and a
-    # hiccup) are not the algorithm's cost.
     best = float("inf")
-    for _ in range(2):
+    for _ in range(tries):
         start = time.process_time()
         redactor.text(text)
-        best = min(best, time.process_time() - start)
-    return best * 1000 / (len(text) / MB)
+        best = min(best, (time.process_time() - start) * 1000 / (len(text) / MB))
+        if best <= bound:
+            break
+    return best
 
 
 ADVERSARIAL = {
@@ -227,7 +230,7 @@ def test_redaction_is_linear_on_adversarial_input(redactor, name):
     # runs over all of it (and the old regex met the run before any match could consume it).
     text = _repeat(unit, 10 * MB) + " password=x https://u:p@h Cookie: c=1\nBearer abcdefghij"
     redactor.text(text[:MB])  # warm-up
-    ms = _ms_per_mb(redactor, text)
+    ms = _ms_per_mb(redactor, text, bound=50, tries=3)
     print(f"{name}: {ms:.1f} ms/MB ({1000 / ms:.0f} MB/s)")
     assert ms <= 50, f"{name}: {ms:.1f} ms per MB"
 
