@@ -19,9 +19,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from jobcore.errors import ExternalServiceError
 
-class DeadlineExceeded(requests.Timeout):
-    """The call did not complete within its overall deadline."""
+
+class DeadlineExceeded(requests.Timeout, ExternalServiceError):
+    """The call did not complete within its overall deadline. A ``requests.Timeout`` (so
+    callers that treat time-outs as "outcome unknown" keep doing so) and a platform
+    :class:`ExternalServiceError`."""
 
 
 class _Scope:

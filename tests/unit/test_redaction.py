@@ -242,5 +242,4 @@ def test_redaction_of_dense_secrets_scales_linearly(redactor, unit):
     small = _ms_per_mb(redactor, _repeat(unit, MB))
     large = _ms_per_mb(redactor, _repeat(unit, 10 * MB))
     print(f"{unit!r}: {small:.1f} ms/MB at 1 MB, {large:.1f} ms/MB at 10 MB")
-    assert large <= small * 1.6 + 5
-    assert large <= 200
+    assert large <= small * 1.6
