@@ -59,6 +59,11 @@ class ExternalServiceError(PlatformError):
     """A call to an external system (SMTP, IMAP, bank, S3, HTTP API) failed."""
 
 
+class InsecureTransport(ExternalServiceError):
+    """Credentials would travel over an unencrypted or unverified connection; refused
+    before they are sent (an explicit per-setting or per-mailbox override allows it)."""
+
+
 class OutcomeUnknown(ExternalServiceError):
     """A side-effecting call may or may not have taken effect (time-out, lost reply);
     it must be reconciled, never blindly repeated."""

@@ -9,14 +9,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from jobcore.errors import ConfigurationError
 
+# Secret key words (jobcore.redaction: matched as words of a key, see docs/security.md).
 DEFAULT_REDACT_KEYS = (
     "password",
     "passwd",
+    "passphrase",
+    "pass",
+    "pwd",
     "token",
     "secret",
     "api_key",
     "apikey",
+    "auth",
     "authorization",
+    "cookie",
+    "session",
+    "sessionid",
+    "dsn",
     "account_number",
     "routing_number",
     "ssn",
@@ -135,18 +144,36 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = field(default="", repr=False)
     smtp_from: str = "jobs@localhost"
-    smtp_starttls: bool = False
+    # Transport security (docs/security.md, "TLS"): "starttls" (upgrade, required: a
+    # server that does not offer it is an error), "smtps" (implicit TLS, usually port
+    # 465) or "none". Certificates are always verified, against SMTP_CA_FILE when set,
+    # else the system's CAs. With "none", SMTP AUTH is refused unless
+    # SMTP_ALLOW_PLAINTEXT_AUTH=1 says a password may travel in clear (a local relay).
+    smtp_tls: str = "starttls"
+    smtp_ca_file: str = ""
+    smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = 10.0
+    # IMAP certificates are verified against this CA file when set (else the system's
+    # CAs); whether a mailbox uses TLS is per mailbox (casemgmt.mailboxes).
+    imap_ca_file: str = ""
     # --- escrow platform externals -------------------------------------------------
-    internal_api_url: str = "http://127.0.0.1:8080/internal/status"
+    # https outside DEV_ENV=1 (validate()): the key and the bank's payloads travel here.
+    internal_api_url: str = "https://127.0.0.1:8080/internal/status"
     internal_api_key: str = field(default="", repr=False)
     s3_bucket: str = "seedtrust-status"
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
     cloudfront_url: str = ""
-    bank_gateway_url: str = "http://127.0.0.1:8099"
+    bank_gateway_url: str = "https://127.0.0.1:8099"
     bank_timeout: float = 10.0
     http_timeout: float = 10.0
+    # Overall bound, in seconds, on one outbound HTTP call (connect, send, headers and the
+    # whole body); BANK_TIMEOUT / HTTP_TIMEOUT bound each socket read within it.
+    http_deadline: float = 30.0
+    # boto3 (S3) clients: explicit time-outs and attempts instead of botocore's 60 s + retries.
+    aws_connect_timeout: float = 5.0
+    aws_read_timeout: float = 10.0
+    aws_max_attempts: int = 3
     # --- case management ---------------------------------------------------------------
     # Fernet keys for mailbox credentials at rest, newest first (rotation: prepend a key,
     # restart workers; old ciphertexts still decrypt with the later keys).
@@ -180,6 +207,10 @@ class Settings:
                     values[f.name] = raw
             except ValueError as exc:
                 raise ConfigurationError(f"{key}: {exc}") from None
+        if "SMTP_STARTTLS" in env:
+            # Renamed, never silently ignored: an old deployment's "SMTP_STARTTLS=0" meant
+            # plain text, which is now a choice to state as SMTP_TLS=none.
+            raise ConfigurationError("SMTP_STARTTLS was replaced by SMTP_TLS=starttls|smtps|none")
         if "DEV_ENV" in env and "dev_env" not in values:
             values["dev_env"] = env["DEV_ENV"].strip() == "1"
         settings = cls(**values)  # type: ignore[arg-type]
@@ -199,6 +230,16 @@ class Settings:
             raise ConfigurationError("need LEDGER_DRAIN_CHUNK > 0 and LEDGER_LEASE_MS >= 500")
         if self.max_message_bytes < 1024:
             raise ConfigurationError("MAX_MESSAGE_BYTES must be at least 1024")
+        if self.smtp_tls not in ("starttls", "smtps", "none"):
+            raise ConfigurationError("SMTP_TLS must be 'starttls', 'smtps' or 'none'")
+        if self.http_deadline <= 0 or self.aws_connect_timeout <= 0 or self.aws_read_timeout <= 0:
+            raise ConfigurationError("HTTP_DEADLINE, AWS_CONNECT_TIMEOUT and AWS_READ_TIMEOUT must be > 0")
+        if self.aws_max_attempts < 1:
+            raise ConfigurationError("AWS_MAX_ATTEMPTS must be >= 1")
+        if not self.dev_env:
+            for name in ("bank_gateway_url", "internal_api_url"):
+                if not getattr(self, name).lower().startswith("https://"):
+                    raise ConfigurationError(f"{name.upper()} must be an https:// URL outside DEV_ENV=1")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")

@@ -23,6 +23,7 @@ from jobcore.errors import LedgerError, RunNotFound
 from jobcore.redaction import MASK, get_redactor
 from ledger import queries
 from ledger.reader import get_run, retries_of
+from ledger.recorder import positional_names
 
 RETRYABLE = ("ERROR", "EXPIRED", "REVOKED")
 _DROPPED_OPTIONS = ("redis_message_id", "ledger_tracked", "retries", "eta", "due_at_ms", "reconciled")
@@ -77,10 +78,11 @@ def dead_letters(broker: PlatformRedisBroker, queue_name: str, *, limit: int = 1
         except ValueError:
             data = {}
         actor = broker.actors.get(str(data.get("actor_name"))) if isinstance(data, dict) else None
-        fn = actor.fn if actor is not None else None
-        args, kwargs = redactor.arguments(fn, data.get("args") or [], data.get("kwargs") or {}) if data else ([], {})
-        if fn is None:
-            args = [MASK] * len(args)  # an unknown actor's positional secrets cannot be recognised
+        # An unknown actor's positional secrets cannot be recognised: all are masked.
+        names = positional_names(actor.fn) if actor is not None else None
+        raw_args, raw_kwargs = (data.get("args"), data.get("kwargs")) if isinstance(data, dict) else ([], {})
+        args = redactor.positional(raw_args, names) if isinstance(raw_args, list) else [MASK]
+        kwargs = redactor.value(raw_kwargs) if isinstance(raw_kwargs, dict) else MASK
         rows.append({"redis_id": rid, "message_id": data.get("message_id"), "actor": data.get("actor_name"),
                      "args": args, "kwargs": kwargs, "undecodable": not data})
     return rows

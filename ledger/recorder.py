@@ -149,7 +149,7 @@ class Recorder:
             raise UnserializableArguments(f"arguments of {actor} cannot be serialised to JSON: {exc}") from None
         except (ValueError, UnicodeEncodeError, RecursionError):
             pass
-        names = _param_names(fn)
+        names = positional_names(fn)
         for i, value in enumerate(args):
             problem = storable_problem(value)
             if problem:
@@ -205,7 +205,7 @@ class Recorder:
         return pg_text(self.redactor.text(value), self.limits.text_chars)
 
 
-def _param_names(fn: Callable[..., Any] | None) -> tuple[str, ...]:
+def positional_names(fn: Callable[..., Any] | None) -> tuple[str, ...]:
     if fn is None:
         return ()
     import inspect

@@ -113,10 +113,14 @@ class Ledger(Middleware):
             pass
         recorder = self.ledger.recorder
         self.ledger.record(Rejected(q_name(queue_name), redis_id, _str(message_id), _str(actor_name),
-                                    recorder.text(reason), self._payload(text), time.time()))
+                                    recorder.text(reason), self._payload(data), time.time()))
 
-    def _payload(self, text: str) -> str:
-        return self.ledger.recorder.text(text)
+    def _payload(self, raw: bytes | str) -> str:
+        """A rejected message as stored: redacted field by field, and every positional
+        argument masked (the actor is unknown or its signature did not match, so a
+        positional secret cannot be recognised by name)."""
+        recorder = self.ledger.recorder
+        return recorder.text(recorder.redactor.payload(raw, None))
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         self.ledger.start_background()

@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
-from jobcore.errors import PlatformError
 from jobcore.settings import mask_url
-from tenancy.registry import create_tenant, list_tenants, migrate_tenant_database
+from tenancy.registry import create_tenant, describe_error, list_tenants, migrate_tenant_database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--product", required=True, choices=("escrow", "casemgmt"))
     p.add_argument("--database-url", help="default: tenant_<slug> on the control database's server")
+    p.add_argument("--adopt-existing", action="store_true",
+                   help="use the database even if it already exists (it must not belong to anything else)")
     p = sub.add_parser("migrate", help="upgrade every tenant database to its product's latest schema")
     p.add_argument("--include-inactive", action="store_true")
     p = sub.add_parser("list", help="list tenants")
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
-            t = create_tenant(args.slug, args.name, args.product, args.database_url)
+            t = create_tenant(args.slug, args.name, args.product, args.database_url,
+                              adopt_existing=args.adopt_existing)
             print(f"created tenant {t.id} {t.slug} ({t.product}) on {mask_url(t.database_url)}")
         elif args.command == "budget":
             from jobcore.settings import get_settings
@@ -50,21 +52,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"migrated {t.id} {t.slug}")
                 except Exception as exc:  # one tenant's failure never stops the others
                     failed += 1
-                    print(f"FAILED {t.id} {t.slug}: {str(exc).splitlines()[0]}", file=sys.stderr)
+                    print(f"FAILED {t.id} {t.slug}: {describe_error(exc)}", file=sys.stderr)
             return 1 if failed else 0
         else:
             tenants = list_tenants(product=args.product, active_only=not args.all)
             rows = [{"id": t.id, "slug": t.slug, "name": t.name, "product": t.product, "active": t.active,
-                     "database": mask_url(t.database_url)} for t in tenants]
+                     "status": t.status, "database": mask_url(t.database_url)} for t in tenants]
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
                 from cli.jobctl import emit
 
-                emit(rows, ("id", "slug", "name", "product", "active", "database"), False)
+                emit(rows, ("id", "slug", "name", "product", "active", "status", "database"), False)
         return 0
-    except PlatformError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # an operator gets one masked line, never a traceback with a password in it
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 1
 
 

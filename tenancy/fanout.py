@@ -15,8 +15,8 @@ from dramatiq import Actor, Message
 
 from jobcore.broker import platform_broker
 from jobcore.context import OPTION, JobContext, ambient_context, current_context
-from jobcore.errors import TenantError, UnknownActor
-from tenancy.registry import get_tenant, list_tenants
+from jobcore.errors import UnknownActor
+from tenancy.registry import get_tenant, list_tenants, require_usable
 
 
 def _resolve(actor: Actor[Any, Any] | str) -> Actor[Any, Any]:
@@ -38,8 +38,8 @@ def fan_out(actor: Actor[Any, Any] | str, *, product: str | None = None, args: S
             kwargs: Mapping[str, Any] | None = None, context: JobContext | None = None,
             extra: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None
             ) -> list[Message[Any]]:
-    """Send ``actor`` once per active tenant (of ``product``), with the tenant in the
-    JobContext; each chunk of messages is enqueued together with their PENDING events."""
+    """Send ``actor`` once per active, fully provisioned tenant (of ``product``), with the
+    tenant in the JobContext; each chunk of messages is enqueued with their PENDING events."""
     target = _resolve(actor)
     base = _base_context(context)
     if extra:
@@ -55,8 +55,6 @@ def fan_out(actor: Actor[Any, Any] | str, *, product: str | None = None, args: S
 def send_for_tenant(actor: Actor[Any, Any] | str, tenant_id: int, *args: Any, **kwargs: Any) -> Message[Any]:
     """On-demand run for one tenant (e.g. EMAIL_SYNC_AGENCY for one agency)."""
     target = _resolve(actor)
-    tenant = get_tenant(tenant_id)
-    if not tenant.active:
-        raise TenantError(f"tenant {tenant_id} ({tenant.slug}) is inactive")
+    require_usable(get_tenant(tenant_id))
     ctx = _base_context(None).with_tenant(tenant_id)
     return target.send_with_options(args=args, kwargs=kwargs, job_context=ctx.to_dict())

@@ -38,9 +38,11 @@ from sqlalchemy.pool import NullPool
 
 from jobcore.db import normalise_url
 from jobcore.errors import TenantError
+from jobcore.pg import connect_kwargs
+from jobcore.pg import install as install_pg_wait
 from jobcore.settings import get_settings, mask_url
 from tenancy.budget import check_process
-from tenancy.registry import get_tenant
+from tenancy.registry import get_tenant, require_usable
 
 
 class TenantEngines:
@@ -112,11 +114,21 @@ class TenantEngines:
         return False
 
     def _create(self, database_url: str) -> Engine:
-        args = {"connect_timeout": 5, "application_name": "jobplatform-tenant"}
+        s = get_settings()
+        install_pg_wait()
+        # Bounded waits (connect, statement and reply timeouts, keepalives): a tenant
+        # database that hangs fails its own run instead of holding a worker thread.
+        args = connect_kwargs(statement_timeout_ms=s.tenant_statement_timeout_ms,
+                              connect_timeout_s=s.pg_connect_timeout_s, application_name="jobplatform-tenant",
+                              options=s.pg_startup_options)
+        # hide_parameters: bound values (e-mail bodies, beneficiaries, amounts) never
+        # appear in exception text, and so never in job_errors, logs or error events.
         if self.mode == "nullpool":
-            return create_engine(normalise_url(database_url), poolclass=NullPool, connect_args=args)
+            return create_engine(normalise_url(database_url), poolclass=NullPool, connect_args=args,
+                                 hide_parameters=True)
         return create_engine(normalise_url(database_url), pool_size=self.pool_size, max_overflow=0,
-                             pool_timeout=30, pool_pre_ping=True, pool_recycle=1800, connect_args=args)
+                             pool_timeout=30, pool_pre_ping=True, pool_recycle=1800, connect_args=args,
+                             hide_parameters=True)
 
     def dispose_all(self) -> None:
         with self._cond:
@@ -148,10 +160,9 @@ def engines() -> TenantEngines:
 def tenant_session(tenant_id: int) -> Iterator[Session]:
     """One unit of work on the tenant's database: commit on success, roll back on any
     exception, BaseException included (dramatiq's time-limit and revocation interrupts).
-    An unreachable tenant database raises :class:`TenantError` naming it (masked URL)."""
-    tenant = get_tenant(tenant_id)
-    if not tenant.active:
-        raise TenantError(f"tenant {tenant.id} ({tenant.slug}) is inactive")
+    An unreachable tenant database raises :class:`TenantError` naming it (masked URL); so
+    does a tenant that is inactive or still provisioning."""
+    tenant = require_usable(get_tenant(tenant_id))
     cache = engines()
     session = Session(cache.acquire(tenant.database_url), expire_on_commit=False)
     try:

@@ -26,6 +26,8 @@ from actors.casemgmt.providers import (
     MailProvider,
     register_provider,
 )
+from jobcore.settings import get_settings
+from jobcore.tls import client_context
 
 PREVIEW_BYTES = 2048
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT FROM TO CC DATE"
@@ -162,7 +164,9 @@ class ImapConnection(MailConnection):
 
 
 class ImapProvider(MailProvider):
-    """Connects with IMAP4 (or IMAP4_SSL when the mailbox says so)."""
+    """Connects with IMAP4_SSL (``use_ssl``), IMAP4 + STARTTLS (``starttls``) or, only when
+    the mailbox allows plain-text LOGIN, IMAP4 in clear. Certificates and host names are
+    verified (``jobcore.tls``), against IMAP_CA_FILE when set."""
 
     name = "imap"
     timeout = 30.0
@@ -171,11 +175,28 @@ class ImapProvider(MailProvider):
         if not account.host:
             raise MailProviderError(f"mailbox {account.mailbox_id} has no IMAP host")
         port = account.port or (993 if account.use_ssl else 143)
+        encrypted = account.use_ssl or account.starttls
+        if not encrypted and not account.allow_plaintext_auth:
+            # Refused before connecting: the password is never sent in clear by default.
+            raise MailProviderError(f"mailbox {account.mailbox_id}: IMAP LOGIN to {account.host}:{port} over an "
+                                    "unencrypted connection refused (set use_ssl or starttls, or "
+                                    "allow_plaintext_auth for this mailbox)")
+        context = client_context(get_settings().imap_ca_file) if encrypted else None
         try:
             if account.use_ssl:
-                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(account.host, port, timeout=self.timeout)
+                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(account.host, port, ssl_context=context,
+                                                        timeout=self.timeout)
             else:
                 conn = imaplib.IMAP4(account.host, port, timeout=self.timeout)
+                if account.starttls:
+                    try:
+                        conn.starttls(ssl_context=context)
+                    except BaseException:
+                        try:
+                            conn.shutdown()
+                        except OSError:  # a failed handshake may have closed the socket already
+                            pass
+                        raise
         except (TimeoutError, OSError, imaplib.IMAP4.error) as exc:
             raise MailProviderError(f"IMAP connect to {account.host}:{port} failed: {exc}") from None
         try:

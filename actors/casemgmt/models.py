@@ -73,6 +73,10 @@ class Mailbox(AgencyBase):
     host: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int | None] = mapped_column(Integer)
     use_ssl: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    # Transport security (migration c0003h): STARTTLS when not use_ssl; LOGIN in clear
+    # only with allow_plaintext_auth.
+    starttls: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    allow_plaintext_auth: Mapped[bool] = mapped_column(Boolean, server_default="false")
     username: Mapped[str | None] = mapped_column(String(320))
     folder: Mapped[str] = mapped_column(String(200), server_default="INBOX")
     status: Mapped[str] = mapped_column(String(20), server_default="connected")

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from jobcore.errors import ExternalServiceError
+from jobcore.errors import ExternalServiceError, InsecureTransport
 from jobcore.redaction import get_redactor
 from jobcore.settings import Settings, get_settings
+from jobcore.smtp import SmtpTransport, open_smtp
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,16 @@ class NotificationSendFailed(ExternalServiceError):
 def smtp_from_settings(settings: Settings | None = None) -> SmtpFactory:
     """A factory of SMTP connections configured by ``SMTP_*`` settings."""
     s = settings or get_settings()
+    transport = SmtpTransport.from_settings(s)
 
     def connect() -> SmtpClient:
-        client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
-        if s.smtp_starttls:
-            client.starttls()
-        if s.smtp_user:
-            get_redactor().add_secret(s.smtp_password)
-            client.login(s.smtp_user, s.smtp_password)
-        return client
+        if transport.user:
+            get_redactor().add_secret(transport.password)
+        try:
+            return open_smtp(transport)
+        except InsecureTransport as exc:
+            # An smtplib error, so the send loop records it on the row like any SMTP failure.
+            raise smtplib.SMTPException(str(exc)) from None
 
     return connect
 

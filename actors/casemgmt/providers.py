@@ -31,6 +31,9 @@ class MailboxAccount:
     use_ssl: bool
     username: str
     folder: str = "INBOX"
+    # Without use_ssl: upgrade with STARTTLS; log in over plain text only when allowed.
+    starttls: bool = False
+    allow_plaintext_auth: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ class MailboxNotFound(CaseManagementError):
 
 def connect_mailbox(session: Session, admin_id: int, *, email_address: str, host: str, port: int,
                     username: str, secret: str, use_ssl: bool = True, provider: str = "imap",
-                    credential_kind: str = "password") -> Mailbox:
+                    credential_kind: str = "password", starttls: bool = False,
+                    allow_plaintext_auth: bool = False) -> Mailbox:
     """Store (or reconnect) an admin's mailbox with its credential encrypted.
 
     Reconnecting keeps the cursor: the UIDVALIDITY check decides whether a full resync
@@ -75,6 +76,7 @@ def connect_mailbox(session: Session, admin_id: int, *, email_address: str, host
     mailbox.provider = provider
     mailbox.email_address = email_address
     mailbox.host, mailbox.port, mailbox.use_ssl, mailbox.username = host, port, use_ssl, username
+    mailbox.starttls, mailbox.allow_plaintext_auth = starttls, allow_plaintext_auth
     mailbox.credential_ciphertext = encrypt_credential(secret)
     mailbox.credential_kind = credential_kind
     mailbox.status = "connected"
@@ -162,7 +164,8 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
     if mailbox.status != "connected" or mailbox.credential_ciphertext is None:
         return SyncResult(mailbox_id, "skipped", reason="disconnected")
     account = MailboxAccount(mailbox.id, mailbox.provider, mailbox.host, mailbox.port, mailbox.use_ssl,
-                             mailbox.username or mailbox.email_address, mailbox.folder)
+                             mailbox.username or mailbox.email_address, mailbox.folder, starttls=mailbox.starttls,
+                             allow_plaintext_auth=mailbox.allow_plaintext_auth)
     secret = decrypt_credential(mailbox.credential_ciphertext)
     known_validity, last_uid = mailbox.uidvalidity, mailbox.last_uid
     session.commit()  # no transaction stays open while we talk to the mail server

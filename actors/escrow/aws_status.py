@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from jobcore.errors import ExternalServiceError
+from jobcore.http import DeadlineSession
 from jobcore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,21 @@ class AwsStatus:
 
 
 def make_s3_client(settings: Settings | None = None) -> Any:
-    """A boto3 S3 client; S3_ENDPOINT_URL (if set) points it at another endpoint."""
+    """A boto3 S3 client; S3_ENDPOINT_URL (if set) points it at another endpoint. Time-outs
+    and attempts are explicit (AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT, AWS_MAX_ATTEMPTS):
+    botocore's defaults (60 s each, plus retries) would hold a 5-minute check for minutes."""
     import boto3
+    from botocore.config import Config
 
     s = settings or get_settings()
-    return boto3.client("s3", region_name=s.aws_region, endpoint_url=s.s3_endpoint_url or None)
+    config = Config(connect_timeout=s.aws_connect_timeout, read_timeout=s.aws_read_timeout,
+                    retries={"total_max_attempts": s.aws_max_attempts, "mode": "standard"})
+    return boto3.client("s3", region_name=s.aws_region, endpoint_url=s.s3_endpoint_url or None, config=config)
+
+
+def make_http_session(settings: Settings | None = None) -> requests.Session:
+    """The HTTP session of a status check: every call bounded by HTTP_DEADLINE overall."""
+    return DeadlineSession((settings or get_settings()).http_deadline)
 
 
 def check_s3(s3: Any, bucket: str) -> None:

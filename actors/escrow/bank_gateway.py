@@ -30,6 +30,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from jobcore.errors import ExternalServiceError, OutcomeUnknown
+from jobcore.http import DeadlineSession
 from jobcore.settings import Settings, get_settings
 
 
@@ -74,16 +75,18 @@ class Transfer:
 class BankGatewayClient:
     """Client of the bank gateway; one per job run (a ``requests.Session`` inside)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, http: requests.Session | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, http: requests.Session | None = None,
+                 deadline: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.http = http or requests.Session()
+        # timeout bounds each read; the deadline bounds the whole call (a trickling gateway).
+        self.http = http or DeadlineSession(deadline)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> BankGatewayClient:
-        """Client for BANK_GATEWAY_URL with BANK_TIMEOUT."""
+        """Client for BANK_GATEWAY_URL with BANK_TIMEOUT per read and HTTP_DEADLINE per call."""
         s = settings or get_settings()
-        return cls(s.bank_gateway_url, timeout=s.bank_timeout)
+        return cls(s.bank_gateway_url, timeout=s.bank_timeout, deadline=s.http_deadline)
 
     def submit(self, request: TransferRequest, *, headers: dict[str, str] | None = None) -> Transfer:
         """Submit one transfer; repeated keys are de-duplicated by the gateway."""

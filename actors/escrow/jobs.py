@@ -8,9 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dramatiq
-import requests
 
-from actors.escrow.aws_status import make_s3_client, run_status_check
+from actors.escrow.aws_status import make_http_session, make_s3_client, run_status_check
 from actors.escrow.balance import check_minimum_balances
 from actors.escrow.bank_gateway import BankGatewayClient
 from actors.escrow.dr_approval import approve_due_requests
@@ -74,7 +73,7 @@ def job_aws_status_check() -> dict[str, Any]:
     """Probe S3 and CloudFront and post the status to the dashboard (runs every 5 minutes,
     so a failed run is not retried: the next one reports fresher data)."""
     tenant_id = current_tenant_id()
-    with tenant_session(tenant_id) as session, requests.Session() as http:
+    with tenant_session(tenant_id) as session, make_http_session() as http:
         status = run_status_check(session, s3=make_s3_client(), http=http, tenant_id=tenant_id)
     return {"s3_ok": status.s3_ok, "cloudfront_ok": status.cloudfront_ok}
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 import smtplib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from jobcore.errors import ExternalServiceError
+from jobcore.errors import ExternalServiceError, InsecureTransport
 from jobcore.settings import Settings, get_settings
+from jobcore.smtp import SmtpTransport, open_smtp
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +37,32 @@ class SmtpSender:
     port: int
     sender: str
     user: str = ""
-    password: str = ""
-    starttls: bool = False
+    password: str = field(default="", repr=False)
+    # Connection security: see jobcore.smtp (SMTP_TLS, SMTP_CA_FILE, SMTP_ALLOW_PLAINTEXT_AUTH).
+    tls: str = "starttls"
+    ca_file: str = ""
+    allow_plaintext_auth: bool = False
     timeout: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SmtpSender:
         """The sender configured by SMTP_HOST, SMTP_PORT, SMTP_FROM, SMTP_USER, ..."""
         s = settings or get_settings()
-        return cls(host=s.smtp_host, port=s.smtp_port, sender=s.smtp_from, user=s.smtp_user,
-                   password=s.smtp_password, starttls=s.smtp_starttls, timeout=s.smtp_timeout)
+        t = SmtpTransport.from_settings(s)
+        return cls(host=t.host, port=t.port, sender=s.smtp_from, user=t.user, password=t.password, tls=t.tls,
+                   ca_file=t.ca_file, allow_plaintext_auth=t.allow_plaintext_auth, timeout=t.timeout)
 
     def send(self, message: EmailMessage) -> None:
         """Deliver ``message`` (its From defaults to SMTP_FROM); raise :class:`MailError`."""
         if "From" not in message:
             message["From"] = self.sender
+        transport = SmtpTransport(self.host, self.port, self.user, self.password, self.tls, self.ca_file,
+                                  self.allow_plaintext_auth, self.timeout)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls()
-                if self.user:
-                    smtp.login(self.user, self.password)
+            with open_smtp(transport) as smtp:
                 smtp.send_message(message)
+        except InsecureTransport as exc:
+            raise MailError(str(exc)) from None
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(f"SMTP {self.host}:{self.port}: {exc}") from exc
 

@@ -149,7 +149,7 @@ def test_every_scheduled_agency_job_runs_in_a_worker_on_seeded_data(make_agencie
                          "(:a, 'reset', 'h1', :past), (:a, 'reset', 'h2', :future)"),
                     {"a": admin, "past": now - timedelta(hours=1), "future": now + timedelta(hours=1)})
     session.commit()
-    start_worker(threads=2, env={"SMTP_HOST": smtp_sink.host, "SMTP_PORT": str(smtp_sink.port),
+    start_worker(threads=2, env={"SMTP_HOST": smtp_sink.host, "SMTP_PORT": str(smtp_sink.port), "SMTP_TLS": "none",
                                  "SMTP_FROM": "jobs@agency.example"})
 
     first = _completed(_send("agency_notifications", tenant.id).message_id)

@@ -43,7 +43,7 @@ def test_all_tenant_jobs_run_in_a_worker_through_the_fan_out_and_a_second_round_
     tenant.execute("INSERT INTO report_requests (user_id, case_id, report_type) VALUES (:u, :c, 'case_summary')",
                    u=seeded.users["cm_b"].id, c=seeded.cases["b"].id)
     boto3.client("s3", region_name="us-east-1", endpoint_url=moto_s3).create_bucket(Bucket="st-status")
-    start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
+    start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port), "SMTP_TLS": "none",
                       "SMTP_FROM": "jobs@seedtrust.test", "S3_ENDPOINT_URL": moto_s3, "S3_BUCKET": "st-status",
                       "CLOUDFRONT_URL": f"{http_stub.url}/cdn/ping", "INTERNAL_API_URL": f"{http_stub.url}/status",
                       "INTERNAL_API_KEY": "k-1"}, threads=4)
@@ -88,7 +88,7 @@ def test_a_failed_report_is_recorded_on_the_request_and_as_an_error_run(escrow_t
         seeded = seed_people_and_cases(s, dt.date(2026, 11, 23))
     tenant.execute("INSERT INTO report_requests (user_id, report_type) VALUES (:u, 'no_such_report')",
                    u=seeded.users["cm_a"].id)
-    start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port)})
+    start_worker(env={"SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port), "SMTP_TLS": "none"})
     msg = send_for_tenant(job_report_generation, escrow_tenant.id, max_retries=0)
     row = wait_status(msg.message_id, "FINISHED", timeout=30)
     assert row["resolution"] == "ERROR"

@@ -68,6 +68,7 @@ def connect_imap_mailbox(session: Session, admin_id: int, imap: Any, user: str, 
     from actors.casemgmt.sync import connect_mailbox
 
     mailbox = connect_mailbox(session, admin_id, email_address=f"{user}@agency.example", host=imap.host,
-                              port=imap.port, username=user, secret=password or imap.users[user], use_ssl=False)
+                              port=imap.port, username=user, secret=password or imap.users[user], use_ssl=False,
+                              allow_plaintext_auth=True)  # the test dovecot listens in clear on loopback
     session.commit()
     return mailbox.id

@@ -1,4 +1,4 @@
-"""Test-only actors with a domain effect or an execution count, loaded by workers as `dramatiq actors tests.support.effect_actors`.
+"""Test-only actors with a domain effect or an execution count (`dramatiq actors tests.support.effect_actors`).
 
 EFFECT_ONCE writes its effect with the idempotency pattern the domain jobs use (a
 unique key per logical job, ON CONFLICT DO NOTHING), and counts executions separately,

@@ -131,7 +131,8 @@ def smtp_server() -> Iterator[SmtpSink]:
 def smtp_sender(sink: SmtpSink) -> Any:
     from actors.escrow.mail import SmtpSender
 
-    return SmtpSender(host=sink.host, port=sink.port, sender="jobs@seedtrust.test", timeout=5)
+    return SmtpSender(host=sink.host, port=sink.port, sender="jobs@seedtrust.test", timeout=5,
+                      tls="none")  # the test server speaks plain SMTP; no credentials are sent
 
 
 # -- bank simulator ---------------------------------------------------------------------------

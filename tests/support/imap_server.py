@@ -7,7 +7,11 @@ volumes, by writing Maildir files directly (``seed_maildir``; dovecot indexes th
 next SELECT). ``reset_uidvalidity`` removes the user's index and uid list, which makes
 dovecot assign a new UIDVALIDITY, as a server-side mailbox rebuild does.
 
-The fixture skips when dovecot is not installed, and fails when ``CI=true``.
+``imap_tls_server`` is a second dovecot with ``ssl = required`` and a certificate from a
+throw-away CA (``tests.support.tls_servers``): STARTTLS on ``port``, implicit TLS on
+``ssl_port``, no LOGIN without TLS.
+
+The fixtures skip when dovecot is not installed, and fail when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,8 +34,12 @@ import pytest
 
 from tests.support.imap_messages import make_message
 from tests.support.processes import terminate
+from tests.support.tls_servers import Certs, make_certs
 
-__all__ = ["ImapServer", "imap_server", "make_message", "start_dovecot"]
+__all__ = ["ImapServer", "imap_server", "imap_tls_server", "make_message", "start_dovecot"]
+
+PLAIN = "ssl = no\ndisable_plaintext_auth = no"
+TLS = "ssl = required\nssl_cert = <{cert}\nssl_key = <{key}\ndisable_plaintext_auth = yes"
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -42,8 +51,7 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+{ssl}
 auth_mechanisms = plain login
 first_valid_uid = 0
 {users}first_valid_gid = 0
@@ -64,7 +72,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
+    {imaps_ssl}
   }}
 }}
 service anvil {{
@@ -93,6 +103,8 @@ class ImapServer:
     host: str = "127.0.0.1"
     mail_uid: int = -1
     mail_gid: int = -1
+    ssl_port: int | None = None
+    certs: Certs | None = None
 
     def _own(self, path: Path) -> None:
         if os.getuid() == 0:
@@ -112,6 +124,8 @@ class ImapServer:
 
     def connect(self, user: str) -> imaplib.IMAP4:
         conn = imaplib.IMAP4(self.host, self.port, timeout=10)
+        if self.certs is not None:  # this server refuses LOGIN before STARTTLS
+            conn.starttls(ssl.create_default_context(cafile=self.certs.ca_file))
         conn.login(user, self.users[user])
         return conn
 
@@ -180,8 +194,9 @@ def _service_users() -> str:
     return f"default_internal_user = {name}\ndefault_login_user = {name}\n"
 
 
-def start_dovecot(root: Path) -> ImapServer:
-    """Start dovecot under ``root``; raise RuntimeError if it does not accept logins."""
+def start_dovecot(root: Path, tls: Certs | None = None) -> ImapServer:
+    """Start dovecot under ``root`` (with TLS required when ``tls`` is given); raise
+    RuntimeError if it does not accept connections."""
     root.chmod(0o755)
     # Dovecot refuses uid 0 for mail processes: as root, mail belongs to dovecot's user.
     uid, gid = (os.getuid(), os.getgid())
@@ -196,11 +211,14 @@ def start_dovecot(root: Path) -> ImapServer:
     (root / "users").mkdir()
     (root / "users").chmod(0o755)
     port = _free_port()
+    ssl_port = _free_port() if tls else 0
+    ssl_conf = TLS.format(cert=tls.cert_file, key=tls.key_file) if tls else PLAIN
     conf = root / "dovecot.conf"
-    conf.write_text(CONFIG.format(root=root, port=port, uid=uid, gid=gid, users=_service_users()))
+    conf.write_text(CONFIG.format(root=root, port=port, uid=uid, gid=gid, users=_service_users(), ssl=ssl_conf,
+                                  imaps_port=ssl_port, imaps_ssl="ssl = yes" if tls else ""))
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=open(root / "stderr.log", "wb"), start_new_session=True)
-    server = ImapServer(root, port, proc, mail_uid=uid, mail_gid=gid)
+    server = ImapServer(root, port, proc, mail_uid=uid, mail_gid=gid, ssl_port=ssl_port or None, certs=tls)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -222,6 +240,21 @@ def start_dovecot(root: Path) -> ImapServer:
 @pytest.fixture(scope="session")
 def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer]:
     """One dovecot for the test session (each test creates its own users)."""
+    yield from _dovecot(None)
+
+
+@pytest.fixture(scope="session")
+def imap_tls_server() -> Iterator[ImapServer]:
+    """A dovecot that requires TLS, with a certificate from a CA made for this session."""
+    certs_dir = Path(tempfile.mkdtemp(prefix="imap_certs_"))
+    certs_dir.chmod(0o755)
+    try:
+        yield from _dovecot(make_certs(certs_dir))
+    finally:
+        shutil.rmtree(certs_dir, ignore_errors=True)
+
+
+def _dovecot(tls: Certs | None) -> Iterator[ImapServer]:
     if not os.path.exists(DOVECOT):
         _unavailable("dovecot is not installed (apt-get install dovecot-imapd)")
     # The port is picked free and then bound by dovecot: another process can take it in
@@ -230,7 +263,7 @@ def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer
         # Not under pytest's 0700 tmp tree: dovecot's auth user must traverse to the users file.
         root = Path(tempfile.mkdtemp(prefix="imap_dovecot_"))
         try:
-            server = start_dovecot(root)
+            server = start_dovecot(root, tls)
             break
         except RuntimeError as exc:
             shutil.rmtree(root, ignore_errors=True)
