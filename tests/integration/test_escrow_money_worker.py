@@ -83,7 +83,7 @@ def test_a_batch_held_by_another_run_is_retried_later_and_then_sent(escrow_tenan
 def test_revoke_stops_a_running_batch_between_items_and_the_operator_resends_the_rest(
         escrow_tenant, tenant, bank, start_worker):
     from actors.escrow.jobs import process_huntington_batch
-    from actors.escrow.operator import resend_huntington_batch
+    from actors.escrow.operator import huntington_unsent, resend_huntington_batch
     from jobcore.revocation import revoke
 
     batch_id, ids = _batch(tenant, 8)
@@ -105,6 +105,8 @@ def test_revoke_stops_a_running_batch_between_items_and_the_operator_resends_the
     batch = tenant.rows("SELECT status, last_error FROM huntington_batches WHERE id = :b", b=batch_id)[0]
     assert batch[0] == "PENDING" and "revoked by an operator" in batch[1]
 
+    [listed] = huntington_unsent(escrow_tenant.id)["batches"]
+    assert (listed["batch_id"], listed["pending"], listed["failed_not_sent"]) == (batch_id, 8 - sent, 0)
     preview = resend_huntington_batch(escrow_tenant.id, batch_id, operator="ops-bob", dry_run=True)
     assert [i["id"] for i in preview["items"]] == ids[sent:] and preview["message_id"] is None
     out = resend_huntington_batch(escrow_tenant.id, batch_id, operator="ops-bob", reason="resume after revoke")

@@ -78,3 +78,31 @@ def test_worker_runs_and_their_broker_retries_during_an_smtp_outage_fail_no_requ
     assert row["resolution"] == "COMPLETED" and row["result"]["emailed"] == [1, 2, 3]
     assert _queue(tenant) == [(3, 1)] * 3
     assert len(restartable_smtp.received()) == 3
+
+
+def test_a_request_that_failed_for_good_is_requeued_by_the_operator_command_and_the_actor(
+        escrow_tenant, tenant, restartable_smtp, start_worker):
+    """Charged failures (the request's own) back off on the row; after the last one the
+    request is status 4 until an operator requeues it (CLI function, or the actor)."""
+    from actors.escrow.jobs import job_report_generation, requeue_failed_report_requests
+    from actors.escrow.operator import requeue_failed_report_requests as requeue_command
+
+    _requests(tenant, 2)
+    tenant.execute("UPDATE report_requests SET report_type = 'retired_type'")
+    start_worker(env={"SMTP_HOST": restartable_smtp.host, "SMTP_PORT": str(restartable_smtp.port),
+                      "REPORT_RETRY_BACKOFF_S": "0"})
+    msg = send_for_tenant(job_report_generation, escrow_tenant.id)  # the run and its 2 retries: 3 attempts
+    assert wait_status(msg.message_id, "FINISHED", timeout=60)["resolution"] == "ERROR"
+    assert _queue(tenant) == [(4, 3)] * 2
+    assert "retired_type" in tenant.scalar("SELECT last_error FROM report_requests WHERE id = 1")
+
+    tenant.execute("UPDATE report_requests SET report_type = 'case_summary' WHERE id = 1")  # the cause fixed
+    assert requeue_command(escrow_tenant.id, operator="ops-carol", request_ids=[1]) == {
+        "tenant_id": escrow_tenant.id, "requeued": [1]}
+    assert _queue(tenant) == [(1, 0), (4, 3)]
+    assert tenant.scalar("SELECT last_error FROM report_requests WHERE id = 1").startswith("[requeued by ops-carol]")
+    row = wait_status(send_for_tenant(job_report_generation, escrow_tenant.id).message_id, "FINISHED", timeout=60)
+    assert row["resolution"] == "COMPLETED" and row["result"]["emailed"] == [1]
+    run = send_for_tenant(requeue_failed_report_requests, escrow_tenant.id, "ops-carol")  # all the rest
+    assert wait_status(run.message_id, "FINISHED", timeout=30)["result"] == {"requeued": [2]}
+    assert _queue(tenant) == [(3, 1), (1, 0)]
