@@ -50,9 +50,10 @@ def test_five_thousand_due_requests_are_all_approved_and_notified_in_one_run(ten
     with tenant.session() as s:
         result = approve_due_requests(s, smtp_sender(smtp_server), now=NOW)
     took = time.monotonic() - started
-    print(f"\n5,000 due DRs: approved and e-mailed in {took:.1f} s ({result.batches} batches)")
     assert len(result.approved) == len(set(result.approved)) == 5000 and result.skipped == []
-    assert result.batches == 10 and result.notified == 5000 and result.emailed == 5000
+    assert result.notified == 5000 and result.emailed == 5000
+    print(f"\n5,000 due DRs: approved and e-mailed in {took:.1f} s ({result.batches} batches)")
+    assert result.batches == 10
     counts = dict(tenant.rows("SELECT status, count(*) FROM disbursement_requests GROUP BY status"))
     assert counts == {"APPROVED": 5000, "PENDING": 3}
     assert tenant.scalar("SELECT count(*) FROM notifications WHERE status = 'SENT'") == 5000
