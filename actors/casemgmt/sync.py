@@ -166,11 +166,14 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
         return SyncResult(mailbox_id, "skipped", reason="disconnected")
     account = MailboxAccount(mailbox.id, mailbox.provider, mailbox.host, mailbox.port, mailbox.use_ssl,
                              mailbox.username or mailbox.email_address, mailbox.folder)
-    secret = decrypt_credential(mailbox.credential_ciphertext)
+    ciphertext = mailbox.credential_ciphertext
     known_validity, last_uid = mailbox.uidvalidity, mailbox.last_uid
     session.commit()  # no transaction stays open while we talk to the mail server
     result = SyncResult(mailbox_id, "synced")
     try:
+        # Inside the try: a credential that no longer decrypts (its key rotated out) is this
+        # mailbox's failure, recorded on its row like a refused login.
+        secret = decrypt_credential(ciphertext)
         with providers(account.provider).connect(account, secret) as conn:
             state = conn.folder_state()
             result.full_resync = known_validity is not None and known_validity != state.validity
@@ -200,20 +203,26 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
         session.rollback()
         # The provider's text may echo the credential (some servers do); the secret is
         # registered with the redactor, and the error we store and raise is the masked text.
-        message = get_redactor().text(str(exc))[:2000]
-        # The failure streak is kept on the row (exported per mailbox, alerted on), so one
-        # broken mailbox is visible on its own and never hides behind the agency's sync.
-        session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(
-            last_error=message, last_failed_at=func.now(),
-            failing_since=func.coalesce(Mailbox.failing_since, func.now()),
-            consecutive_failures=Mailbox.consecutive_failures + 1))
-        session.commit()
+        message = record_failure(session, mailbox_id, exc)
         if message == str(exc):
             raise
         raise type(exc)(message) from None
     log.info("mailbox %s synced: fetched %s, stored %s, full_resync %s", mailbox_id, result.fetched,
              result.stored, result.full_resync)
     return result
+
+
+def record_failure(session: Session, mailbox_id: int, exc: BaseException) -> str:
+    """Store the (masked) error on the mailbox and extend its failure streak; return the
+    stored text. The streak is exported per mailbox and alerted on, so one broken mailbox
+    is visible on its own and never hides behind the agency's sync."""
+    message = get_redactor().text(str(exc))[:2000]
+    session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(
+        last_error=message, last_failed_at=func.now(),
+        failing_since=func.coalesce(Mailbox.failing_since, func.now()),
+        consecutive_failures=Mailbox.consecutive_failures + 1))
+    session.commit()
+    return message
 
 
 def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
@@ -232,7 +241,12 @@ def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
     for mailbox_id in ids:
         try:
             results.append(sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size))
-        except PlatformError as exc:
+        except Exception as exc:
+            if not isinstance(exc, PlatformError):
+                # Not a provider failure (a malformed message, a bug): still this mailbox's
+                # alone. If even recording it fails, the database is the problem: the run fails.
+                session.rollback()
+                record_failure(session, mailbox_id, exc)
             reason = get_redactor().text(f"{type(exc).__name__}: {exc}")[:500]
             results.append(SyncResult(mailbox_id, "failed", reason=reason))
             log.warning("mailbox %s failed to sync (the others go on): %s", mailbox_id, reason)

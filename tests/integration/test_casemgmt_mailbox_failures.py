@@ -102,3 +102,16 @@ def test_the_exporter_shows_the_failing_mailbox_and_only_it(make_agencies, imap_
                          mailbox_id=str(bad_id)) <= 2500
     assert value(s, "jobs_casemgmt_mailbox_sync_failing_seconds", tenant_id=t, mailbox_id=str(good_id)) == 0
     session.close()
+
+
+def test_a_credential_that_no_longer_decrypts_is_that_mailboxs_failure_only(agency_db, imap_server):
+    """Its key was rotated out: recorded on its row like a refused login; the rest syncs."""
+    session = agency_db()
+    _, _, good_id, bad_id = _two_mailboxes(session, imap_server)
+    session.execute(text("UPDATE casemgmt.mailboxes SET credential_ciphertext = 'not a fernet token' "
+                         "WHERE id = :m"), {"m": bad_id})
+    session.commit()
+    results = {r.mailbox_id: r for r in sync_agency(session)}
+    assert results[good_id].status == "synced"
+    assert results[bad_id].status == "failed" and "CredentialError" in str(results[bad_id].reason)
+    assert tuple(_streak(session, bad_id)) == (True, 1, True)
