@@ -174,6 +174,24 @@ class Settings:
     aws_connect_timeout: float = 5.0
     aws_read_timeout: float = 10.0
     aws_max_attempts: int = 3
+    # --- escrow domain jobs ------------------------------------------------------------
+    # A batch run waits this long for the batch lock; if another live run holds it, the
+    # run is retried (BatchBusy) after HUNTINGTON_BUSY_RETRY_MS, at most
+    # HUNTINGTON_BUSY_MAX_RETRIES times (60 x 60 s: an hour), then ends ERROR.
+    huntington_lock_wait_s: float = 10.0
+    huntington_busy_retry_ms: int = 60_000
+    huntington_busy_max_retries: int = 60
+    # Report requests: attempts charged per request (connection-level failures are not
+    # charged); after a charged failure the request waits REPORT_RETRY_BACKOFF_S, doubled
+    # per attempt, so its REPORT_MAX_ATTEMPTS attempts span minutes, not one run's retries.
+    report_max_attempts: int = 3
+    report_retry_backoff_s: float = 180.0
+    # DR auto-approval works through every due request in batches of this size, each
+    # committed with its outbox rows.
+    dr_approval_batch_size: int = 500
+    # The exporter counts PENDING requests that were due at a scheduled auto-approval run
+    # at least this long ago (jobs_dr_auto_approval_overdue).
+    dr_overdue_grace_s: int = 7200
     # --- case management ---------------------------------------------------------------
     # Fernet keys for mailbox credentials at rest, newest first (rotation: prepend a key,
     # restart workers; old ciphertexts still decrypt with the later keys).

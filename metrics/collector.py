@@ -21,15 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from metrics.catalog import ScheduleSpec, known_actors, known_schedules, urgency
-from metrics.domain import (
-    BATCH_NON_FINAL,
-    HEALTH_CHECK_NAMES,
-    ITEM_NON_FINAL,
-    REPORT_OPEN,
-    DomainSnapshot,
-    TenantEngines,
-    read_domain,
-)
+from metrics.domain import TenantEngines, read_domain
+from metrics.domain_families import domain_metrics
 from metrics.ledger import LedgerSnapshot, read_ledger
 from metrics.redis_state import RedisSnapshot, discover_queues, read_redis
 from metrics.ticks import ScheduleState, read_ticks
@@ -135,7 +128,8 @@ class JobsCollector(Collector):
         redis_snap = self._timed("redis", lambda: self._redis_state(queues), up, took)
         domain = None
         if self.domain_enabled:
-            domain = self._timed("domain", lambda: read_domain(self.tenant_engines, self.statement_timeout_ms),
+            domain = self._timed("domain", lambda: read_domain(self.tenant_engines, self.statement_timeout_ms,
+                                                               dr_grace_s=self.settings.dr_overdue_grace_s),
                                  up, took)
         if redis_snap is not None:
             queues |= {q for q, _ in redis_snap.depth}
@@ -146,7 +140,7 @@ class JobsCollector(Collector):
         if ticks is not None:
             yield from self._schedule_metrics(ticks)
         if domain is not None:
-            yield from self._domain_metrics(domain)
+            yield from domain_metrics(domain)
         active = GaugeMetricFamily("jobs_schedules_active", "1 when production schedules fire here (not DEV_ENV=1 "
                                    "without SCHEDULES_ENABLED=1)")
         active.add_metric([], 1.0 if self.settings.schedules_active else 0.0)
@@ -287,45 +281,3 @@ class JobsCollector(Collector):
                 fams[key].add_metric(name, value)
         yield info
         yield from fams.values()
-
-    def _domain_metrics(self, s: DomainSnapshot) -> Iterator[Metric]:
-        lbl = ["tenant_id"]
-        rep = GaugeMetricFamily("jobs_report_requests", "Report requests waiting (pending) or being generated",
-                                labels=[*lbl, "state"])
-        rep_age = GaugeMetricFamily("jobs_report_oldest_age_seconds", "Age of the oldest report request in the state",
-                                    labels=[*lbl, "state"])
-        bat = GaugeMetricFamily("jobs_huntington_batches_open", "Huntington batches in a non-final state",
-                                labels=[*lbl, "status"])
-        bat_age = GaugeMetricFamily("jobs_huntington_batch_oldest_age_seconds", "Age (since start, else creation) of "
-                                    "the oldest Huntington batch in the non-final state", labels=[*lbl, "status"])
-        item = GaugeMetricFamily("jobs_huntington_items_open", "Huntington batch items in a non-final state",
-                                 labels=[*lbl, "status"])
-        item_age = GaugeMetricFamily("jobs_huntington_item_oldest_age_seconds", "Time since the oldest non-final "
-                                     "Huntington item last changed", labels=[*lbl, "status"])
-        for tenant in s.tenants:
-            if tenant in s.failed_tenants:
-                continue
-            t = str(tenant)
-            for state in REPORT_OPEN.values():
-                n, age = s.reports.get((tenant, state), (0, 0.0))
-                rep.add_metric([t, state], float(n))
-                rep_age.add_metric([t, state], age)
-            for status in BATCH_NON_FINAL:
-                n, age = s.batches.get((tenant, status), (0, 0.0))
-                bat.add_metric([t, status], float(n))
-                bat_age.add_metric([t, status], age)
-            for status in ITEM_NON_FINAL:
-                n, age = s.items.get((tenant, status), (0, 0.0))
-                item.add_metric([t, status], float(n))
-                item_age.add_metric([t, status], age)
-        health = GaugeMetricFamily("jobs_casemgmt_health_checks_failing", "Rows failing each data-integrity check in "
-                                   "the agency's latest finished health-check run (0 = passing)",
-                                   labels=[*lbl, "check"])
-        for tenant in s.casemgmt_tenants:
-            if tenant in s.failed_tenants:
-                continue
-            for check in sorted(set(HEALTH_CHECK_NAMES) | {c for t, c in s.health if t == tenant}):
-                health.add_metric([str(tenant), check], float(s.health.get((tenant, check), 0)))
-        failed = GaugeMetricFamily("jobs_exporter_tenant_failures", "Tenant databases that could not be read")
-        failed.add_metric([], float(len(s.failed_tenants)))
-        yield from (rep, rep_age, bat, bat_age, item, item_age, health, failed)

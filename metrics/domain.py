@@ -1,8 +1,11 @@
-"""Escrow domain reads in each escrow tenant's database: the report queue and
-Huntington batches/items in a non-final state. Labels carry the tenant id only."""
+"""Domain reads in each tenant's database. Escrow: the report queue (and requests
+failed for good), Huntington batches/items in a non-final state and FAILED ones, the
+latest balance check's findings, overdue DR auto-approvals. Case management: the latest
+health-check run and each connected mailbox's sync failure streak. Labels carry ids only."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -18,11 +21,12 @@ from jobcore.db import make_engine
 log = logging.getLogger(__name__)
 
 # report_requests.status: 1 pending, 2 in progress, 3 emailed, 4 failed (actors.escrow.models).
-REPORT_OPEN = {1: "pending", 2: "in_progress"}
+# Failed-for-good requests stay until an operator requeues them, so they are exported too.
+REPORT_OPEN = {1: "pending", 2: "in_progress", 4: "failed"}
 # Uses ix_report_requests_queue (status, created_at, id).
 REPORT_QUEUE = text("""
     SELECT status, count(*), EXTRACT(EPOCH FROM now() - min(created_at))
-      FROM report_requests WHERE status IN (1, 2) GROUP BY status
+      FROM report_requests WHERE status IN (1, 2, 4) GROUP BY status
 """)
 BATCH_FINAL = ("COMPLETED", "FAILED")
 BATCH_NON_FINAL = ("PENDING", "PROCESSING", "NEEDS_RECONCILIATION")
@@ -35,6 +39,33 @@ ITEMS_OPEN = text("""
     SELECT status, count(*), EXTRACT(EPOCH FROM now() - min(updated_at))
       FROM huntington_batch_items WHERE status IN ('PENDING', 'SUBMITTING', 'UNKNOWN') GROUP BY status
 """)
+# FAILED is final for the batch runs, not for the money: a retryable failure was never
+# committed at the bank (re-send it), a non-retryable one was rejected (fix, then re-send).
+ITEM_FAILED_KINDS = ("not_sent", "rejected")
+ITEMS_FAILED = text("""
+    SELECT CASE WHEN retryable THEN 'not_sent' ELSE 'rejected' END, count(*),
+           EXTRACT(EPOCH FROM now() - min(updated_at))
+      FROM huntington_batch_items WHERE status = 'FAILED' GROUP BY 1
+""")
+BATCHES_FAILED = text("""
+    SELECT count(*), EXTRACT(EPOCH FROM now() - min(coalesce(finished_at, created_at)))
+      FROM huntington_batches WHERE status = 'FAILED'
+""")
+# The latest weekly balance check's findings that still hold (a case topped up since, or
+# closed, no longer counts).
+BALANCE_FINDINGS = text("""
+    SELECT count(*) FROM balance_alerts a JOIN cases c ON c.id = a.case_id
+     WHERE a.check_date = (SELECT max(check_date) FROM balance_alerts)
+       AND c.status = 'ACTIVE' AND c.balance < c.minimum_balance
+""")
+# Uses ix_dr_pending_due (auto_authorize_at WHERE status = 'PENDING').
+DR_OVERDUE = text("""
+    SELECT count(*), EXTRACT(EPOCH FROM now() - min(auto_authorize_at))
+      FROM disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :cutoff
+""")
+MAILBOXES = text("""
+    SELECT id, EXTRACT(EPOCH FROM now() - failing_since) FROM casemgmt.mailboxes WHERE status = 'connected'
+""")
 
 
 @dataclass
@@ -44,8 +75,14 @@ class DomainSnapshot:
     reports: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
     batches: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
     items: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)
+    items_failed: dict[tuple[int, str], tuple[int, float]] = field(default_factory=dict)  # (tenant, kind)
+    batches_failed: dict[int, tuple[int, float]] = field(default_factory=dict)
+    below_minimum: dict[int, int] = field(default_factory=dict)
+    dr_overdue: dict[int, tuple[int, float]] = field(default_factory=dict)
     casemgmt_tenants: list[int] = field(default_factory=list)
     health: dict[tuple[int, str], int] = field(default_factory=dict)  # (tenant, check) -> failing rows
+    # (tenant, mailbox id) -> seconds since its current failure streak began (None: healthy)
+    mailboxes: dict[tuple[int, int], float | None] = field(default_factory=dict)
 
 
 class TenantEngines:
@@ -125,10 +162,28 @@ def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: in
             engines.failed(tenant.database_url)
 
 
-def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnapshot:
-    """Report queue and Huntington state of every active escrow tenant, and the failing
-    data-integrity checks of every active agency (case management)."""
+def dr_overdue_cutoff(now: dt.datetime, grace_s: float) -> dt.datetime:
+    """The nominal time of the latest scheduled DR auto-approval run that is at least
+    ``grace_s`` old: a request already due then should have been approved by it. (The run
+    is daily: counting every request due for 2 h would page each day for requests that
+    became due after 06:00.) Without the schedule, ``now - grace_s``."""
+    latest = now - dt.timedelta(seconds=grace_s)
+    try:
+        from periodic.schedules import by_name
+
+        fires = by_name("dr_auto_approval").cadence.fire_times_between(latest - dt.timedelta(days=2), latest)
+    except Exception:
+        log.exception("dr_auto_approval schedule unavailable; overdue DRs counted from %s", latest)
+        return latest
+    return fires[-1] if fires else latest
+
+
+def read_domain(engines: TenantEngines, statement_timeout_ms: int, *, dr_grace_s: float = 7200.0
+                ) -> DomainSnapshot:
+    """Report queue, Huntington, balance-check and DR auto-approval state of every active
+    escrow tenant; failing data-integrity checks and mailboxes of every active agency."""
     snap = DomainSnapshot()
+    cutoff = dr_overdue_cutoff(dt.datetime.now(dt.UTC), dr_grace_s)
 
     def escrow(conn: Any, tenant_id: int) -> None:
         for status, n, age in conn.execute(REPORT_QUEUE):
@@ -137,10 +192,19 @@ def read_domain(engines: TenantEngines, statement_timeout_ms: int) -> DomainSnap
             snap.batches[(tenant_id, status)] = (int(n), float(age or 0))
         for status, n, age in conn.execute(ITEMS_OPEN):
             snap.items[(tenant_id, status)] = (int(n), float(age or 0))
+        for kind, n, age in conn.execute(ITEMS_FAILED):
+            snap.items_failed[(tenant_id, str(kind))] = (int(n), float(age or 0))
+        n, age = conn.execute(BATCHES_FAILED).one()
+        snap.batches_failed[tenant_id] = (int(n), float(age or 0))
+        snap.below_minimum[tenant_id] = int(conn.execute(BALANCE_FINDINGS).scalar_one())
+        n, age = conn.execute(DR_OVERDUE, {"cutoff": cutoff}).one()
+        snap.dr_overdue[tenant_id] = (int(n), float(age or 0))
 
     def casemgmt(conn: Any, tenant_id: int) -> None:
         for check, failing in conn.execute(HEALTH_LATEST):
             snap.health[(tenant_id, str(check))] = int(failing)
+        for mailbox_id, failing_s in conn.execute(MAILBOXES):
+            snap.mailboxes[(tenant_id, int(mailbox_id))] = None if failing_s is None else float(failing_s)
 
     _read_tenants("escrow", engines, statement_timeout_ms, snap, snap.tenants, escrow)
     _read_tenants("casemgmt", engines, statement_timeout_ms, snap, snap.casemgmt_tenants, casemgmt)

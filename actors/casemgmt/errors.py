@@ -19,7 +19,3 @@ class CredentialKeyMissing(ConfigurationError):
 
 class MailProviderError(ExternalServiceError):
     """The mail provider (IMAP server, Gmail, Graph) failed or refused us."""
-
-
-class MailSyncFailed(CaseManagementError):
-    """At least one mailbox of an agency failed to sync (the others were synced)."""

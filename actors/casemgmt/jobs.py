@@ -49,12 +49,14 @@ def _admin_id(admin_id: int | None) -> int:
 @dramatiq.actor(actor_name="EMAIL_SYNC_AGENCY", queue_name=EMAIL_QUEUE, on_success="EMAIL_MATCHING",
                 time_limit=30 * MINUTE, max_age=60 * MINUTE)
 def email_sync_agency() -> dict[str, Any]:
-    """Sync every connected mailbox of the agency."""
+    """Sync every connected mailbox of the agency; a failing mailbox is recorded on its row
+    and listed in ``failed``, and the others are synced (then EMAIL_MATCHING runs)."""
     tenant_id = _tenant_id()
     with tenant_session(tenant_id) as session:
         results = sync.sync_agency(session)
     return {"tenant_id": tenant_id, "mailboxes": len(results),
-            "stored": sum(r.stored for r in results), "skipped": sum(r.status == "skipped" for r in results)}
+            "stored": sum(r.stored for r in results), "skipped": sum(r.status == "skipped" for r in results),
+            "failed": [r.mailbox_id for r in results if r.status == "failed"]}
 
 
 @dramatiq.actor(actor_name="EMAIL_SYNC_ADMIN", queue_name=EMAIL_QUEUE, on_success="EMAIL_MATCHING",

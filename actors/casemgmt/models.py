@@ -87,6 +87,10 @@ class Mailbox(AgencyBase):
     sync_cursor: Mapped[str | None] = mapped_column(Text)
     last_synced_at: Mapped[datetime | None] = mapped_column(TS)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The current failure streak (c0002d): cleared by the next successful sync.
+    failing_since: Mapped[datetime | None] = mapped_column(TS)
+    last_failed_at: Mapped[datetime | None] = mapped_column(TS)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
     connected_at: Mapped[datetime] = mapped_column(TS, server_default="now()")
     disconnected_at: Mapped[datetime | None] = mapped_column(TS)
 

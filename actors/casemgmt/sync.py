@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from actors.casemgmt import imap_provider  # noqa: F401 - registers the "imap" provider
 from actors.casemgmt.credentials import decrypt_credential, encrypt_credential
-from actors.casemgmt.errors import CaseManagementError, MailProviderError, MailSyncFailed
+from actors.casemgmt.errors import CaseManagementError, MailProviderError
 from actors.casemgmt.models import Admin, Email, Mailbox
 from actors.casemgmt.providers import FetchedMessage, MailboxAccount, MailProvider, get_provider
 from jobcore.errors import PlatformError
@@ -83,6 +83,9 @@ def connect_mailbox(session: Session, admin_id: int, *, email_address: str, host
     mailbox.connected_at = func.now()
     mailbox.disconnected_at = None
     mailbox.last_error = None
+    # New credentials: the failure streak of the old ones is over.
+    mailbox.failing_since = None
+    mailbox.consecutive_failures = 0
     session.flush()
     return mailbox
 
@@ -166,11 +169,14 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
     account = MailboxAccount(mailbox.id, mailbox.provider, mailbox.host, mailbox.port, mailbox.use_ssl,
                              mailbox.username or mailbox.email_address, mailbox.folder, starttls=mailbox.starttls,
                              allow_plaintext_auth=mailbox.allow_plaintext_auth)
-    secret = decrypt_credential(mailbox.credential_ciphertext)
+    ciphertext = mailbox.credential_ciphertext
     known_validity, last_uid = mailbox.uidvalidity, mailbox.last_uid
     session.commit()  # no transaction stays open while we talk to the mail server
     result = SyncResult(mailbox_id, "synced")
     try:
+        # Inside the try: a credential that no longer decrypts (its key rotated out) is this
+        # mailbox's failure, recorded on its row like a refused login.
+        secret = decrypt_credential(ciphertext)
         with providers(account.provider).connect(account, secret) as conn:
             state = conn.folder_state()
             result.full_resync = known_validity is not None and known_validity != state.validity
@@ -190,7 +196,8 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
                 session.rollback()
                 return SyncResult(mailbox_id, "skipped", result.fetched, result.stored, result.full_resync,
                                   "disconnected")
-            values: dict[str, Any] = {"last_synced_at": func.now(), "last_error": None, "uidvalidity": state.validity}
+            values: dict[str, Any] = {"last_synced_at": func.now(), "last_error": None, "uidvalidity": state.validity,
+                                      "failing_since": None, "consecutive_failures": 0}
             if result.full_resync and result.fetched == 0:
                 values["last_uid"] = 0  # the folder is empty under its new UIDVALIDITY
             session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
@@ -199,9 +206,7 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
         session.rollback()
         # The provider's text may echo the credential (some servers do); the secret is
         # registered with the redactor, and the error we store and raise is the masked text.
-        message = get_redactor().text(str(exc))[:2000]
-        session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(last_error=message))
-        session.commit()
+        message = record_failure(session, mailbox_id, exc)
         if message == str(exc):
             raise
         raise type(exc)(message) from None
@@ -210,25 +215,44 @@ def sync_mailbox(session: Session, mailbox_id: int, *, providers: ProviderLookup
     return result
 
 
+def record_failure(session: Session, mailbox_id: int, exc: BaseException) -> str:
+    """Store the (masked) error on the mailbox and extend its failure streak; return the
+    stored text. The streak is exported per mailbox and alerted on, so one broken mailbox
+    is visible on its own and never hides behind the agency's sync."""
+    message = get_redactor().text(str(exc))[:2000]
+    session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(
+        last_error=message, last_failed_at=func.now(),
+        failing_since=func.coalesce(Mailbox.failing_since, func.now()),
+        consecutive_failures=Mailbox.consecutive_failures + 1))
+    session.commit()
+    return message
+
+
 def sync_agency(session: Session, *, providers: ProviderLookup = get_provider,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[SyncResult]:
     """Sync every connected mailbox of the agency (tenant) database.
 
-    One failing mailbox does not stop the others; :class:`MailSyncFailed` is raised at
-    the end, naming the mailboxes that failed, so the run is retried (the retry is cheap:
-    the mailboxes that succeeded are already at their cursor)."""
+    A failing mailbox fails alone: its error and failure streak are recorded on its row
+    (exported as ``jobs_casemgmt_mailbox_sync_failing``, alerted on by MailboxSyncFailing)
+    and it appears in the results with status ``failed``; the other mailboxes are synced
+    and the run succeeds, so EMAIL_MATCHING (chained on success) matches what was synced.
+    A mailbox with an expired password would otherwise fail every agency sync and starve
+    the matching of every other mailbox."""
     ids = list(session.scalars(select(Mailbox.id).where(Mailbox.status == "connected").order_by(Mailbox.id)))
     session.commit()
     results: list[SyncResult] = []
-    failures: list[str] = []
     for mailbox_id in ids:
         try:
             results.append(sync_mailbox(session, mailbox_id, providers=providers, batch_size=batch_size))
-        except PlatformError as exc:
-            results.append(SyncResult(mailbox_id, "failed", reason=type(exc).__name__))
-            failures.append(get_redactor().text(f"mailbox {mailbox_id}: {exc}"))
-    if failures:
-        raise MailSyncFailed(f"{len(failures)} of {len(ids)} mailboxes failed: " + "; ".join(failures)[:2000])
+        except Exception as exc:
+            if not isinstance(exc, PlatformError):
+                # Not a provider failure (a malformed message, a bug): still this mailbox's
+                # alone. If even recording it fails, the database is the problem: the run fails.
+                session.rollback()
+                record_failure(session, mailbox_id, exc)
+            reason = get_redactor().text(f"{type(exc).__name__}: {exc}")[:500]
+            results.append(SyncResult(mailbox_id, "failed", reason=reason))
+            log.warning("mailbox %s failed to sync (the others go on): %s", mailbox_id, reason)
     return results
 
 

@@ -10,8 +10,11 @@ per request with the ``X-Fault`` header or queued for the next submits with
 * ``error=503`` -- answer with that 5xx status without committing;
 * ``timeout=S`` -- commit nothing, hold the connection S seconds, then close it.
 
-Test endpoints: ``GET /_stats`` (every submit received per key, every transfer), ``POST
-/_reset``, ``GET /health``.
+Lookups (``GET /transfers/<key>``) take their own queue, ``{"get_faults": ["delay=2"]}``
+(only ``delay`` applies to them).
+
+Test endpoints: ``GET /_stats`` (every submit and lookup received per key, every
+transfer), ``POST /_reset``, ``GET /health``.
 """
 
 from __future__ import annotations
@@ -41,17 +44,25 @@ class BankState:
         self.lock = threading.Lock()
         self.transfers: dict[str, dict[str, Any]] = {}
         self.submits: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()
         self.faults: list[str] = []
+        self.get_faults: list[str] = []
 
     def reset(self) -> None:
         with self.lock:
             self.transfers.clear()
             self.submits.clear()
+            self.gets.clear()
             self.faults.clear()
+            self.get_faults.clear()
 
     def next_fault(self) -> str | None:
         with self.lock:
             return self.faults.pop(0) if self.faults else None
+
+    def next_get_fault(self) -> str | None:
+        with self.lock:
+            return self.get_faults.pop(0) if self.get_faults else None
 
     def commit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Commit ``body`` once per key; (201, transfer) new, (200, transfer) repeat, 409 conflict."""
@@ -112,9 +123,15 @@ def make_handler(state: BankState) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"ok": True})
             elif self.path == "/_stats":
                 with state.lock:
-                    self._json(200, {"submits": dict(state.submits), "transfers": dict(state.transfers)})
+                    self._json(200, {"submits": dict(state.submits), "gets": dict(state.gets),
+                                     "transfers": dict(state.transfers)})
             elif self.path.startswith("/transfers/"):
                 key = self.path[len("/transfers/"):]
+                with state.lock:
+                    state.gets[key] += 1
+                name, _, arg = (self.headers.get("X-Fault") or state.next_get_fault() or "").partition("=")
+                if name == "delay":
+                    time.sleep(float(arg or 1))
                 with state.lock:
                     transfer = state.transfers.get(key)
                 if transfer is None:
@@ -133,7 +150,8 @@ def make_handler(state: BankState) -> type[BaseHTTPRequestHandler]:
             if self.path == "/_faults":
                 with state.lock:
                     state.faults.extend(str(f) for f in (body or {}).get("faults", []))
-                self._json(200, {"queued": len(state.faults)})
+                    state.get_faults.extend(str(f) for f in (body or {}).get("get_faults", []))
+                self._json(200, {"queued": len(state.faults), "get_queued": len(state.get_faults)})
                 return
             if self.path != "/transfers":
                 self._json(404, {"error": "no such resource"})

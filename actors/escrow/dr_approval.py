@@ -1,22 +1,56 @@
 """DR auto-approval (seed: daily 06:00 ET): approve the disbursement requests whose
 auto-authorize window has expired, exactly once each, and notify the case's IPs, IP Reps
-and Case Managers through the outbox."""
+and Case Managers through the outbox.
+
+Every due request is handled in one run, in batches of ``batch_size``: a batch's
+approvals and their outbox rows commit together, so a crash mid-run loses nothing that
+was committed and a re-run approves only what is still PENDING. The run then delivers
+the whole outbox (every notification the approvals queued), stopping only when the SMTP
+server fails.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from actors.escrow.mail import Mailer, deliver_outbox, enqueue_notification
-from actors.escrow.models import CASE_MANAGER, IP, IP_REP
+from actors.escrow.mail import Mailer, deliver_outbox
+from actors.escrow.models import CASE_MANAGER, IP, IP_REP, Notification
 
 log = logging.getLogger(__name__)
 
 NOTIFIED_ROLES = (IP, IP_REP, CASE_MANAGER)
+DEFAULT_BATCH_SIZE = 500
+#: ``deliver_outbox`` sends at most this many per call; the run calls it until the outbox is empty.
+OUTBOX_CHUNK = 500
+
+# Keyset pagination on (auto_authorize_at, id): a request skipped because it changed
+# meanwhile is not read again in this run, and the run always ends.
+DUE = text(
+    "SELECT id, version, auto_authorize_at FROM disbursement_requests "
+    "WHERE status = 'PENDING' AND auto_authorize_at <= :at AND (auto_authorize_at, id) > (:after_at, :after_id) "
+    "ORDER BY auto_authorize_at, id LIMIT :n")
+# Conditional on the (status, version) read: a request approved by a concurrent run, or
+# edited meanwhile (an edit bumps its version), is left alone.
+APPROVE = text(
+    "UPDATE disbursement_requests SET status = 'APPROVED', version = disbursement_requests.version + 1, "
+    "approved_at = :at, approved_by = 'auto_authorize', updated_at = now() "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:versions AS integer[])) AS seen(id, version) "
+    "WHERE disbursement_requests.id = seen.id AND disbursement_requests.version = seen.version "
+    "AND disbursement_requests.status = 'PENDING' AND disbursement_requests.auto_authorize_at <= :at "
+    "RETURNING disbursement_requests.id, case_id, payee, amount")
+PARTIES = text(
+    "SELECT DISTINCT p.case_id, u.id, u.email, u.name, c.number FROM case_parties p "
+    "JOIN users u ON u.id = p.user_id JOIN cases c ON c.id = p.case_id "
+    "WHERE p.case_id = ANY(:cases) AND p.role = ANY(:roles) AND u.active ORDER BY p.case_id, u.id")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -25,52 +59,74 @@ class ApprovalResult:
     skipped: list[int] = field(default_factory=list)  # changed or approved by someone else meanwhile
     notified: int = 0
     emailed: int = 0
+    batches: int = 0
 
 
 def approve_due_requests(session: Session, mailer: Mailer | None, *, now: dt.datetime | None = None,
-                         limit: int = 1000) -> ApprovalResult:
-    """Approve every PENDING request with ``auto_authorize_at <= now``.
-
-    Each approval is a conditional UPDATE on the (status, version) the job read, so a
-    request approved by a concurrent run, or edited meanwhile (which bumps its version),
-    is left alone. The approval and its outbox rows commit together; e-mails go out after.
-    """
+                         batch_size: int = DEFAULT_BATCH_SIZE) -> ApprovalResult:
+    """Approve every PENDING request with ``auto_authorize_at <= now``, ``batch_size`` per
+    committed transaction, then deliver the outbox until it is empty (``mailer`` None:
+    approvals only). An SMTP failure is raised after every approval is committed."""
     at = now or dt.datetime.now(dt.UTC)
     result = ApprovalResult()
-    due = session.execute(text(
-        "SELECT id, version FROM disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :at "
-        "ORDER BY auto_authorize_at, id LIMIT :limit"), {"at": at, "limit": limit}).all()
-    session.commit()
-    for dr_id, version in due:
-        row = session.execute(text(
-            "UPDATE disbursement_requests SET status = 'APPROVED', version = version + 1, approved_at = :at, "
-            "approved_by = 'auto_authorize', updated_at = now() "
-            "WHERE id = :id AND status = 'PENDING' AND version = :v AND auto_authorize_at <= :at "
-            "RETURNING id, case_id, payee, amount"), {"id": dr_id, "v": version, "at": at}).first()
-        if row is None:
-            session.rollback()
-            result.skipped.append(dr_id)
-            log.info("DR %s changed or approved meanwhile; not approved by this run", dr_id)
-            continue
-        result.notified += _notify_parties(session, row.id, row.case_id, row.payee, row.amount)
+    after: tuple[dt.datetime, int] = (EPOCH, 0)
+    while True:
+        due = session.execute(DUE, {"at": at, "after_at": after[0], "after_id": after[1],
+                                    "n": batch_size}).all()
+        if not due:
+            session.commit()
+            break
+        after = (due[-1].auto_authorize_at, due[-1].id)
+        approved = session.execute(APPROVE, {"at": at, "ids": [r.id for r in due],
+                                             "versions": [r.version for r in due]}).all()
+        result.notified += _notify_parties(session, approved)
         session.commit()
-        result.approved.append(dr_id)
+        done = {r.id for r in approved}
+        result.approved.extend(r.id for r in due if r.id in done)
+        result.skipped.extend(r.id for r in due if r.id not in done)
+        result.batches += 1
+        log.info("DR auto-approval batch %d: %d approved, %d skipped", result.batches, len(done),
+                 len(due) - len(done))
+    if result.skipped:
+        log.info("DRs changed or approved meanwhile, not approved by this run: %s", result.skipped[:50])
     if mailer is not None:
-        result.emailed = deliver_outbox(session, mailer)
-    log.info("DR auto-approval: %d approved, %d skipped", len(result.approved), len(result.skipped))
+        result.emailed = deliver_all(session, mailer)
+    log.info("DR auto-approval: %d approved, %d skipped, %d notifications queued, %d e-mailed",
+             len(result.approved), len(result.skipped), result.notified, result.emailed)
     return result
 
 
-def _notify_parties(session: Session, dr_id: int, case_id: int, payee: str, amount: object) -> int:
-    parties = session.execute(text(
-        "SELECT DISTINCT u.id, u.email, u.name, c.number FROM case_parties p JOIN users u ON u.id = p.user_id "
-        "JOIN cases c ON c.id = p.case_id WHERE p.case_id = :case AND p.role = ANY(:roles) AND u.active "
-        "ORDER BY u.id"), {"case": case_id, "roles": list(NOTIFIED_ROLES)}).all()
+def deliver_all(session: Session, mailer: Mailer) -> int:
+    """Call ``deliver_outbox`` until the outbox is empty; its MailError (SMTP failure)
+    ends the loop and is raised, the rows staying PENDING for the next run."""
+    total = 0
+    while True:
+        sent = deliver_outbox(session, mailer, limit=OUTBOX_CHUNK)
+        total += sent
+        if sent < OUTBOX_CHUNK:
+            return total
+
+
+def _notify_parties(session: Session, approved: Sequence[Any]) -> int:
+    """One outbox row per approved request and notified party, in the caller's transaction
+    (so the approval and its notices commit together); returns the rows added."""
+    if not approved:
+        return 0
+    parties: dict[int, list[Any]] = {}
+    for row in session.execute(PARTIES, {"cases": sorted({r.case_id for r in approved}),
+                                         "roles": list(NOTIFIED_ROLES)}):
+        parties.setdefault(row.case_id, []).append(row)
+    values = [
+        {"kind": "dr_approved", "dedupe_key": f"dr_approved:{dr.id}:{p.id}", "user_id": p.id, "recipient": p.email,
+         "subject": f"Disbursement request #{dr.id} approved (case {p.number})",
+         "body": (f"Hello {p.name},\n\nDisbursement request #{dr.id} on case {p.number} "
+                  f"({dr.amount} to {dr.payee}) was approved automatically: its auto-authorize window expired.\n")}
+        for dr in approved for p in parties.get(dr.case_id, [])]
+    if not values:
+        return 0
     added = 0
-    for user_id, email, name, case_number in parties:
-        added += enqueue_notification(
-            session, kind="dr_approved", dedupe_key=f"dr_approved:{dr_id}:{user_id}", user_id=user_id,
-            recipient=email, subject=f"Disbursement request #{dr_id} approved (case {case_number})",
-            body=(f"Hello {name},\n\nDisbursement request #{dr_id} on case {case_number} "
-                  f"({amount} to {payee}) was approved automatically: its auto-authorize window expired.\n"))
+    for start in range(0, len(values), 1000):  # bounded statement size
+        stmt = insert(Notification).values(values[start:start + 1000]).on_conflict_do_nothing(
+            index_elements=["dedupe_key"]).returning(Notification.id)
+        added += len(session.execute(stmt).all())
     return added

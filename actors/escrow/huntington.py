@@ -12,8 +12,13 @@ Exactly-once rests on three rules:
    eligible to be sent again, under the same key.
 3. One batch is processed by at most one run at a time: a session-level advisory lock
    on a dedicated connection (released by PostgreSQL when the holder dies, even on
-   kill -9). Auto-heal takes the same lock per transaction, and ``FOR UPDATE SKIP
-   LOCKED`` on items, so two heals never look at the same item.
+   kill -9). A run that cannot get it raises :class:`BatchBusy`, which the actor retries
+   later. Auto-heal (:mod:`actors.escrow.huntington_heal`) takes the same lock, briefly,
+   only to record a decision.
+
+Runs are stopped by a revoke only between items (:func:`jobcore.revocation.checkpoint`),
+never between recording an item's key and calling the bank: the money actors are
+``interruptible=False``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from dramatiq.errors import Retry
 from sqlalchemy import Connection, Row, text
 from sqlalchemy.orm import Session
 
 from actors.escrow.bank_gateway import BankGatewayClient, BankRejected, BankUnavailable, TransferRequest
 from actors.escrow.sql import rowcount
-from jobcore.errors import ExternalServiceError, OutcomeUnknown, PlatformError
+from jobcore.errors import JobRevoked, OutcomeUnknown, PlatformError
+from ledger.revocation import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,14 @@ class BatchIncomplete(BatchError):
     """The run ended with items failed or awaiting reconciliation (recorded on the items)."""
 
 
+class BatchBusy(BatchError, Retry):
+    """Another live run holds the batch lock. A dramatiq ``Retry`` too, so the actor's
+    retry policy re-enqueues the message after ``delay`` ms instead of ending it."""
+
+    def __init__(self, message: str = "", delay: int | None = None) -> None:
+        Retry.__init__(self, message, delay)
+
+
 @dataclass
 class BatchOutcome:
     batch_id: int
@@ -58,7 +73,6 @@ class BatchOutcome:
     completed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     unknown: list[int] = field(default_factory=list)
-    busy: bool = False
 
 
 def idempotency_key(batch_id: int, item_id: int) -> str:
@@ -99,26 +113,27 @@ def batch_lock(session: Session, batch_id: int, *, wait: float = 10.0) -> Iterat
             conn.close()
 
 
-def _transition(session: Session, item_id: int, from_status: str | None, to_status: str, actor: str,
-                detail: str | None = None, **values: object) -> bool:
+def transition(session: Session, item_id: int, from_status: str | None, to_status: str, actor: str,
+               detail: str | None = None, **values: object) -> bool:
     """Move an item from ``from_status`` to ``to_status`` (conditional) and record the event."""
     sets = ", ".join(f"{k} = :{k}" for k in values)
     sql = f"UPDATE huntington_batch_items SET status = :to, updated_at = now(){', ' + sets if sets else ''} " \
           "WHERE id = :id AND status = :from"
     moved = rowcount(session.execute(text(sql), {"to": to_status, "id": item_id, "from": from_status, **values}))
     if moved:
-        _event(session, item_id, from_status, to_status, actor, detail)
+        event(session, item_id, from_status, to_status, actor, detail)
     return bool(moved)
 
 
-def _event(session: Session, item_id: int, from_status: str | None, to_status: str, actor: str,
-           detail: str | None) -> None:
+def event(session: Session, item_id: int, from_status: str | None, to_status: str, actor: str,
+          detail: str | None) -> None:
+    """Append one row to the item's history (``huntington_item_events``)."""
     session.execute(text("INSERT INTO huntington_item_events (item_id, from_status, to_status, actor, detail) "
                          "VALUES (:i, :f, :t, :a, :d)"),
                     {"i": item_id, "f": from_status, "t": to_status, "a": actor, "d": detail})
 
 
-def _settle_batch(session: Session, batch_id: int) -> str:
+def settle_batch(session: Session, batch_id: int) -> str:
     """Derive the batch status from its items and store it."""
     rows = session.execute(text("SELECT status, count(*) FROM huntington_batch_items WHERE batch_id = :b "
                                 "GROUP BY status"), {"b": batch_id}).all()
@@ -138,26 +153,53 @@ def _settle_batch(session: Session, batch_id: int) -> str:
 
 
 def process_batch(session: Session, batch_id: int, bank: BankGatewayClient, *,
-                  actor: str = "PROCESS_HUNTINGTON_BATCH", lock_wait: float = 10.0) -> BatchOutcome:
-    """Send every unsent item of the batch to the bank, once. Raises
-    :class:`BatchIncomplete` when items end failed or unknown (each recorded on its row)."""
+                  actor: str = "PROCESS_HUNTINGTON_BATCH", lock_wait: float = 10.0,
+                  busy_retry_ms: int | None = None) -> BatchOutcome:
+    """Send every unsent item of the batch to the bank, once. Raises :class:`BatchBusy`
+    (recorded on the batch) when another run holds the batch for ``lock_wait`` seconds,
+    and :class:`BatchIncomplete` when items end failed or unknown (each on its row)."""
     with batch_lock(session, batch_id, wait=lock_wait) as work:
-        if work is None:
-            log.warning("batch %s is being processed by another run; this run does nothing", batch_id)
-            return BatchOutcome(batch_id, "BUSY", busy=True)
-        batch = work.execute(text("SELECT status FROM huntington_batches WHERE id = :b"), {"b": batch_id}).first()
-        if batch is None:
-            raise BatchNotFound(f"Huntington batch {batch_id} does not exist")
-        work.execute(text("UPDATE huntington_batches SET status = 'PROCESSING', started_at = "
-                          "coalesce(started_at, now()) WHERE id = :b AND status <> 'COMPLETED'"), {"b": batch_id})
-        work.commit()
-        outcome = BatchOutcome(batch_id, batch.status)
-        items = work.execute(text(
-            "SELECT id, status, kind, amount, beneficiary, account_token, idempotency_key "
-            "FROM huntington_batch_items WHERE batch_id = :b AND status IN ('PENDING', 'SUBMITTING') ORDER BY id"),
-            {"b": batch_id}).all()
-        work.commit()
+        outcome = send_locked(work, batch_id, bank, actor) if work is not None else None
+    if outcome is None:
+        raise busy(session, batch_id, busy_retry_ms)
+    log.info("batch %s: %s (%d completed, %d failed, %d unknown in this run)", batch_id, outcome.status,
+             len(outcome.completed), len(outcome.failed), len(outcome.unknown))
+    if outcome.status != "COMPLETED":
+        raise BatchIncomplete(f"batch {batch_id} is {outcome.status}: failed items {outcome.failed}, "
+                              f"unknown items {outcome.unknown}")
+    return outcome
+
+
+def busy(session: Session, batch_id: int, retry_ms: int | None) -> BatchBusy:
+    """Record on the batch that this run found it locked, and return the error to raise."""
+    when = f"in {retry_ms / 1000:g} s" if retry_ms else "later"
+    message = f"batch {batch_id} is held by another live run; this run retries {when}"
+    log.warning("%s", message)
+    session.execute(text("UPDATE huntington_batches SET last_error = :e WHERE id = :b"),
+                    {"e": message, "b": batch_id})
+    session.commit()
+    return BatchBusy(message, delay=retry_ms)
+
+
+def send_locked(work: Session, batch_id: int, bank: BankGatewayClient, actor: str) -> BatchOutcome:
+    """The body of a batch run, on the session that holds the batch lock."""
+    batch = work.execute(text("SELECT status FROM huntington_batches WHERE id = :b"), {"b": batch_id}).first()
+    if batch is None:
+        raise BatchNotFound(f"Huntington batch {batch_id} does not exist")
+    work.execute(text("UPDATE huntington_batches SET status = 'PROCESSING', last_error = NULL, started_at = "
+                      "coalesce(started_at, now()) WHERE id = :b AND status <> 'COMPLETED'"), {"b": batch_id})
+    work.commit()
+    outcome = BatchOutcome(batch_id, batch.status)
+    items = work.execute(text(
+        "SELECT id, status, kind, amount, beneficiary, account_token, idempotency_key "
+        "FROM huntington_batch_items WHERE batch_id = :b AND status IN ('PENDING', 'SUBMITTING') ORDER BY id"),
+        {"b": batch_id}).all()
+    work.commit()
+    try:
         for item in items:
+            # The only place a revoke stops a batch: between items, never between
+            # recording an item's key and calling the bank.
+            checkpoint()
             result = _send_item(work, batch_id, item, bank, actor)
             if result == "COMPLETED":
                 outcome.completed.append(item.id)
@@ -165,13 +207,18 @@ def process_batch(session: Session, batch_id: int, bank: BankGatewayClient, *,
                 outcome.failed.append(item.id)
             elif result == "UNKNOWN":
                 outcome.unknown.append(item.id)
-        outcome.status = _settle_batch(work, batch_id)
+    except JobRevoked:
+        work.rollback()
+        status = settle_batch(work, batch_id)
+        work.execute(text("UPDATE huntington_batches SET last_error = :e WHERE id = :b"), {
+            "b": batch_id, "e": f"revoked by an operator after {len(outcome.completed)} item(s) completed in "
+                                f"this run; the unsent items are {status} (re-send them to continue)"})
         work.commit()
-    log.info("batch %s: %s (%d completed, %d failed, %d unknown in this run)", batch_id, outcome.status,
-             len(outcome.completed), len(outcome.failed), len(outcome.unknown))
-    if outcome.status != "COMPLETED":
-        raise BatchIncomplete(f"batch {batch_id} is {outcome.status}: failed items {outcome.failed}, "
-                              f"unknown items {outcome.unknown}")
+        log.warning("batch %s revoked between items: %d completed in this run, batch now %s", batch_id,
+                    len(outcome.completed), status)
+        raise
+    outcome.status = settle_batch(work, batch_id)
+    work.commit()
     return outcome
 
 
@@ -182,17 +229,19 @@ def _send_item(session: Session, batch_id: int, item: Row[Any], bank: BankGatewa
         # A previous run stopped mid-call: ask the bank before anything else.
         found = bank.get(item.idempotency_key)
         if found is not None:
-            _transition(session, item_id, "SUBMITTING", "COMPLETED", actor, "found at bank on resume",
-                        bank_transfer_id=found.transfer_id, completed_at=_now(session))
+            transition(session, item_id, "SUBMITTING", "COMPLETED", actor, "found at bank on resume",
+                        bank_transfer_id=found.transfer_id, completed_at=db_now(session))
             session.commit()
             return "COMPLETED"
         key = item.idempotency_key
         session.execute(text("UPDATE huntington_batch_items SET attempt = attempt + 1, submitted_at = now(), "
                              "updated_at = now() WHERE id = :i"), {"i": item_id})
-        _event(session, item_id, "SUBMITTING", "SUBMITTING", actor, f"not at the bank on resume; re-sent as {key}")
+        event(session, item_id, "SUBMITTING", "SUBMITTING", actor, f"not at the bank on resume; re-sent as {key}")
         session.commit()
     else:
-        # Rule 1: the key is committed before the bank can possibly see the transfer.
+        # Rule 1: the key is committed before the bank can possibly see the transfer. An
+        # item re-sent after a failure keeps the key it had.
+        key = item.idempotency_key or key
         moved = rowcount(session.execute(text(
             "UPDATE huntington_batch_items SET status = 'SUBMITTING', idempotency_key = :key, attempt = attempt + 1, "
             "submitted_at = now(), updated_at = now() WHERE id = :id AND status = 'PENDING'"),
@@ -200,7 +249,7 @@ def _send_item(session: Session, batch_id: int, item: Row[Any], bank: BankGatewa
         if not moved:
             session.rollback()
             return "SKIPPED"
-        _event(session, item_id, "PENDING", "SUBMITTING", actor, f"key {key}")
+        event(session, item_id, "PENDING", "SUBMITTING", actor, f"key {key}")
         session.commit()
     request = TransferRequest(key, item.kind, item.amount, item.beneficiary,
                               item.account_token, f"batch {batch_id} item {item_id}")
@@ -221,80 +270,16 @@ def _send_item(session: Session, batch_id: int, item: Row[Any], bank: BankGatewa
                 last_error=f"interrupted during bank call: {type(exc).__name__}")
         raise
     _record(session, item_id, "COMPLETED", actor, f"transfer {transfer.transfer_id}",
-            bank_transfer_id=transfer.transfer_id, completed_at=_now(session), retryable=None, last_error=None)
+            bank_transfer_id=transfer.transfer_id, completed_at=db_now(session), retryable=None, last_error=None)
     return "COMPLETED"
 
 
 def _record(session: Session, item_id: int, to_status: str, actor: str, detail: str, **values: object) -> None:
     session.rollback()
-    _transition(session, item_id, "SUBMITTING", to_status, actor, detail, **values)
+    transition(session, item_id, "SUBMITTING", to_status, actor, detail, **values)
     session.commit()
 
 
-def _now(session: Session) -> object:
+def db_now(session: Session) -> object:
+    """The database's ``now()`` (timestamps come from one clock)."""
     return session.execute(text("SELECT now()")).scalar_one()
-
-
-# -- auto-heal ---------------------------------------------------------------------------
-@dataclass
-class HealResult:
-    completed: list[int] = field(default_factory=list)
-    not_sent: list[int] = field(default_factory=list)
-    undecided: list[int] = field(default_factory=list)
-
-
-def heal_batches(session: Session, bank: BankGatewayClient, *, grace_seconds: float = 60.0, limit: int = 500,
-                 actor: str = "auto_heal_huntington_batches") -> HealResult:
-    """Reconcile items left UNKNOWN (or SUBMITTING by a run that is gone) with the bank.
-
-    Only items untouched for ``grace_seconds`` are considered, so a request still in
-    flight is not judged early. Each item is handled in its own transaction holding its
-    row lock (``FOR UPDATE SKIP LOCKED``) and its batch's advisory lock, so a concurrent
-    heal or a live batch run never sees it at the same time.
-    """
-    result = HealResult()
-    skip: list[int] = [0]
-    for _ in range(limit):
-        item = session.execute(text(
-            "SELECT id, batch_id, status, idempotency_key FROM huntington_batch_items "
-            "WHERE status IN ('UNKNOWN', 'SUBMITTING') AND updated_at < now() - make_interval(secs => :grace) "
-            "AND id <> ALL(:skip) AND pg_try_advisory_xact_lock(:ns, batch_id) "
-            "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"),
-            {"grace": grace_seconds, "skip": skip, "ns": LOCK_NAMESPACE}).first()
-        if item is None:
-            session.commit()
-            break
-        try:
-            transfer = bank.get(item.idempotency_key)
-        except ExternalServiceError as exc:
-            log.warning("heal: cannot query %s: %s", item.idempotency_key, exc)
-            session.rollback()
-            result.undecided.append(item.id)
-            skip.append(item.id)
-            continue
-        if transfer is not None:
-            _transition(session, item.id, item.status, "COMPLETED", actor, "bank has the transfer (false failure)",
-                        bank_transfer_id=transfer.transfer_id, completed_at=_now(session), retryable=None,
-                        last_error=None)
-            result.completed.append(item.id)
-        else:
-            reason = f"bank has no transfer under {item.idempotency_key}: not sent; retry re-uses the same key"
-            _transition(session, item.id, item.status, "FAILED", actor, reason, retryable=True, last_error=reason)
-            result.not_sent.append(item.id)
-        _settle_batch(session, item.batch_id)
-        session.commit()
-    log.info("auto-heal: %d completed, %d not sent, %d undecided", len(result.completed), len(result.not_sent),
-             len(result.undecided))
-    return result
-
-
-def requeue_failed_items(session: Session, batch_id: int, *, actor: str = "operator") -> list[int]:
-    """Make the retryable FAILED items of a batch PENDING again (same idempotency key);
-    a new PROCESS_HUNTINGTON_BATCH run then sends them."""
-    ids = session.execute(text("SELECT id FROM huntington_batch_items WHERE batch_id = :b AND status = 'FAILED' "
-                               "AND retryable ORDER BY id FOR UPDATE"), {"b": batch_id}).scalars().all()
-    for item_id in ids:
-        _transition(session, item_id, "FAILED", "PENDING", actor, "requeued for retry", retryable=None)
-    _settle_batch(session, batch_id)
-    session.commit()
-    return list(ids)

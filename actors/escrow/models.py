@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy models of the escrow tenant schema (migration ``e0001``)."""
+"""Typed SQLAlchemy models of the escrow tenant schema (migrations ``e0001`` .. ``e0003d``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, Numeric, SmallInteger, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Per-case roles (also the platform-wide role of a user).
@@ -117,6 +118,8 @@ class ReportRequest(EscrowBase):
     last_error: Mapped[str | None] = mapped_column(Text)
     file_name: Mapped[str | None] = mapped_column(String(200))
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ViewingDR(EscrowBase):
@@ -183,5 +186,20 @@ class HuntingtonItemEvent(EscrowBase):
     from_status: Mapped[str | None] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
+
+
+class HuntingtonOperatorAction(EscrowBase):
+    """Audit record of an operator action on a batch: who, when, which items, why."""
+
+    __tablename__ = "huntington_operator_actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("huntington_batches.id"))
+    action: Mapped[str] = mapped_column(String(30))
+    operator: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    item_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    job_message_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")

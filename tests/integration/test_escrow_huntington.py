@@ -13,14 +13,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from actors.escrow.bank_gateway import BankGatewayClient, TransferRequest
-from actors.escrow.huntington import (
-    BatchIncomplete,
-    batch_lock,
-    heal_batches,
-    idempotency_key,
-    process_batch,
-    requeue_failed_items,
-)
+from actors.escrow.huntington import BatchIncomplete, batch_lock, idempotency_key, process_batch
+from actors.escrow.huntington_heal import heal_batches
+from actors.escrow.huntington_ops import resend_unsent_items
 from tests.support.escrow_seed import add_batch, seed_people_and_cases
 from tests.support.escrow_services import (  # noqa: F401 - fixtures
     bank,
@@ -128,7 +123,7 @@ def test_lost_response_leaves_the_item_unknown_and_auto_heal_completes_it(tenant
     assert tenant.scalar("SELECT status FROM huntington_batches WHERE id = :b", b=batch_id) == "COMPLETED"
 
 
-def test_bank_5xx_marks_the_item_failed_retryable_and_a_requeue_sends_it_once(tenant, bank):
+def test_bank_5xx_marks_the_item_failed_retryable_and_a_resend_sends_it_once(tenant, bank):
     batch_id, ids = _batch(tenant, ["10.00", "20.00"])
     bank.faults("error=503")
     with tenant.session() as s, pytest.raises(BatchIncomplete, match="FAILED"):
@@ -137,8 +132,9 @@ def test_bank_5xx_marks_the_item_failed_retryable_and_a_requeue_sends_it_once(te
     assert (item.status, item.retryable) == ("FAILED", True) and "503" in item.last_error
     with tenant.session() as s:
         assert heal_batches(s, _client(bank), grace_seconds=0).completed == []  # a definite failure: not healed
-        assert requeue_failed_items(s, batch_id) == [ids[0]]
-        assert process_batch(s, batch_id, _client(bank)).status == "COMPLETED"
+        resent = resend_unsent_items(s, batch_id, _client(bank), operator="ops-alice")
+        assert resent.requeued == [ids[0]] and resent.outcome is not None
+        assert resent.outcome.status == "COMPLETED"
     assert bank.stats()["submits"][idempotency_key(batch_id, ids[0])] == 2  # one 503 + one committed
     assert len(bank.stats()["transfers"]) == 2
 

@@ -87,24 +87,33 @@ def test_report_failure_is_recorded_on_the_request_and_raised(tenant, smtp_serve
     tenant.execute("INSERT INTO report_requests (user_id, report_type) VALUES (1, 'no_such_report')")
     with tenant.session() as s, pytest.raises(ReportsFailed, match=r"\[2\]"):
         process_reports(s, smtp_sender(smtp_server))
-    bad = tenant.rows("SELECT status, attempts, last_error FROM report_requests WHERE id = 2")[0]
-    assert bad[0] == 1 and bad[1] == 1 and "unknown report type 'no_such_report'" in bad[2]  # back for retry
+    bad = tenant.rows("SELECT status, attempts, last_error, next_attempt_at > now() FROM report_requests "
+                      "WHERE id = 2")[0]
+    assert bad[0] == 1 and bad[1] == 1 and "unknown report type 'no_such_report'" in bad[2]  # back for retry ...
+    assert bad[3] is True  # ... after its back-off
     assert tenant.scalar("SELECT status FROM report_requests WHERE id = 1") == 3  # the good one still went out
+    with tenant.session() as s:  # a run straight after (a broker retry, the next minute) does not touch it
+        assert process_reports(s, smtp_sender(smtp_server)).emailed == []
+    assert tenant.scalar("SELECT attempts FROM report_requests WHERE id = 2") == 1
     for _ in range(2):
+        tenant.execute("UPDATE report_requests SET next_attempt_at = now() WHERE id = 2")  # the back-off passed
         with tenant.session() as s, pytest.raises(ReportsFailed):
             process_reports(s, smtp_sender(smtp_server))
-    assert tenant.scalar("SELECT status FROM report_requests WHERE id = 2") == 4  # failed for good after 3 attempts
+    row = tenant.rows("SELECT status, failed_at IS NOT NULL, next_attempt_at FROM report_requests WHERE id = 2")[0]
+    assert tuple(row) == (4, True, None)  # failed for good after 3 charged attempts
 
 
-def test_smtp_down_fails_the_report_and_keeps_it_queued(tenant):
+def test_smtp_down_fails_the_run_and_keeps_the_report_queued_without_charging_it(tenant):
     from actors.escrow.mail import SmtpSender
+    from actors.escrow.reports import ReportServiceDown
     from tests.support.chaos import free_port
 
-    _seed(tenant, n_requests=1)
-    with tenant.session() as s, pytest.raises(ReportsFailed):
+    _seed(tenant, n_requests=2)
+    with tenant.session() as s, pytest.raises(ReportServiceDown):
         process_reports(s, SmtpSender(host="127.0.0.1", port=free_port(), sender="x@y", timeout=2))
-    status, error = tenant.rows("SELECT status, last_error FROM report_requests")[0]
-    assert status == 1 and "MailError" in error
+    rows = tenant.rows("SELECT status, attempts, last_error, next_attempt_at FROM report_requests ORDER BY id")
+    assert rows[0][:2] == (1, 0) and "MailError" in rows[0][2] and rows[0][3] is None  # not charged, not delayed
+    assert tuple(rows[1][:3]) == (1, 0, None)  # the run stopped: the server is down for everyone
 
 
 def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(tenant, smtp_server):

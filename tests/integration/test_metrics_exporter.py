@@ -62,7 +62,7 @@ def test_every_actor_and_schedule_is_zero_filled(broker: Any) -> None:
 def test_labels_carry_ids_only(broker: Any) -> None:
     """Tenant names and personal data never become label values."""
     allowed = {"queue", "actor", "status", "resolution", "kind", "stat", "schedule", "severity", "urgency",
-               "source", "process", "tenant_id", "state"}
+               "source", "process", "tenant_id", "state", "mailbox_id"}
     with exporter() as scrape:
         s = scrape()
     used = {label for _, labels in s for label, _ in labels}

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from tests.conftest import ROOT, _pg_ok, _unavailable, create_database, drop_database, wait_for
 from tests.support.chaos import free_port
 
-TENANT_TABLES = ("huntington_item_events", "huntington_batch_items", "huntington_batches", "status_checks",
+TENANT_TABLES = ("huntington_operator_actions", "huntington_item_events", "huntington_batch_items",
+                 "huntington_batches", "status_checks",
                  "viewing_payment", "viewing_dr", "report_requests", "balance_alerts", "close_reminders",
                  "notifications", "disbursement_requests", "case_parties", "cases", "users")
 
@@ -128,6 +129,43 @@ def smtp_server() -> Iterator[SmtpSink]:
     controller.stop()
 
 
+class RestartableSmtp(SmtpSink):
+    """An aiosmtpd server on a fixed loopback port that can be stopped (connections are
+    refused: an SMTP outage) and started again on the same port."""
+
+    controller: Any = None
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+                msg = email.message_from_bytes(envelope.original_content or envelope.content,
+                                               policy=email.policy.default)
+                with sink.lock:
+                    sink.messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+                return "250 Message accepted for delivery"
+
+        self.controller = Controller(Handler(), hostname=self.host, port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture()
+def restartable_smtp() -> Iterator[RestartableSmtp]:
+    """A running :class:`RestartableSmtp` (stopped at the end)."""
+    sink = RestartableSmtp("127.0.0.1", free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
 def smtp_sender(sink: SmtpSink) -> Any:
     from actors.escrow.mail import SmtpSender
 
@@ -146,6 +184,10 @@ class BankSim:
 
     def faults(self, *faults: str) -> None:
         requests.post(f"{self.url}/_faults", json={"faults": list(faults)}, timeout=5).raise_for_status()
+
+    def get_faults(self, *faults: str) -> None:
+        """Faults for the next lookups (GET /transfers/<key>): only ``delay=S``."""
+        requests.post(f"{self.url}/_faults", json={"get_faults": list(faults)}, timeout=5).raise_for_status()
 
     def reset(self) -> None:
         requests.post(f"{self.url}/_reset", timeout=5).raise_for_status()

@@ -6,14 +6,14 @@ Existing plain-text mailboxes therefore stop syncing with a clear error until an
 operator chooses TLS or sets the override (docs/security.md, "TLS").
 
 Revision ID: c0003h
-Revises: c0001
+Revises: c0002d
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "c0003h"
-down_revision = "c0001"
+down_revision = "c0002d"
 branch_labels = None
 depends_on = None
 
