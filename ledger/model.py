@@ -94,10 +94,17 @@ def apply(row: Row | None, event: Event) -> Row | None:
             return row
         return replace(row, progress=event.progress)
     if isinstance(event, Rejected):
-        if row is None or row.status == "FINISHED":
+        if row is None:
             return row
-        return replace(row, status="FINISHED", resolution="ERROR", finished_at=event.at, retry_at=None)
+        if row.status != "FINISHED":
+            row = replace(row, status="FINISHED", resolution="ERROR", finished_at=event.at, retry_at=None)
+        return row.with_error(rejection(event))
     raise TypeError(f"not a ledger event: {event!r}")
+
+
+def rejection(event: Rejected) -> AttemptError:
+    """The error row a rejected message leaves on its run (attempt 0)."""
+    return AttemptError(0, "jobcore.errors.Rejected", event.reason, "", "rejected", False)
 
 
 def revoke_queued(row: Row | None, at: float) -> Row | None:

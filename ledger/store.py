@@ -23,6 +23,7 @@ import psycopg2
 from jobcore.pg import connect_kwargs, install
 from ledger import queries
 from ledger.events import AttemptError, AttemptFailed, Event, Finished, Pending, Progress, Rejected, RunRef, Started
+from ledger.model import rejection
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,7 @@ def write_group(cur: Any, group: Group) -> None:
                                              r.reason, r.payload, r.at))
         if r.message_id:
             cur.execute(queries.DRAIN_CLOSE_REJECTED, (r.at, r.at, r.message_id))
-            cur.execute(queries.DRAIN_ERRORS, _errors([(r.message_id, AttemptError(
-                0, "jobcore.errors.Rejected", r.reason, "", "rejected", False), r.at)]))
+            cur.execute(queries.DRAIN_ERRORS, _errors([(r.message_id, rejection(r), r.at)]))
         return
     if group.pending:
         ps = list(group.pending.values())

@@ -53,7 +53,8 @@ def test_critical_domain_alerts_fire_on_worker_failures_and_resolve_after_the_fi
         seeded = seed_people_and_cases(s, dt.date.today())
         batch, items = add_batch(s, seeded.cases["a"], ["100.00", "200.00"])
     start_worker(env={"BANK_GATEWAY_URL": bank.url, "BANK_TIMEOUT": "5", "SMTP_HOST": smtp_server.host,
-                      "SMTP_PORT": str(smtp_server.port), "REPORT_RETRY_BACKOFF_S": "0"}, threads=4)
+                      "SMTP_TLS": "none", "SMTP_PORT": str(smtp_server.port), "REPORT_RETRY_BACKOFF_S": "0"},
+                 threads=4)
     _, port = start_exporter()
     _, prom = start_prometheus(f"127.0.0.1:{port}", shortened_rules(tmp_path / "rules.yml"))
     t = str(escrow_tenant.id)

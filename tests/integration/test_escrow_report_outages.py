@@ -65,7 +65,7 @@ def test_worker_runs_and_their_broker_retries_during_an_smtp_outage_fail_no_requ
 
     _requests(tenant, 3)
     start_worker(env={"SMTP_HOST": restartable_smtp.host, "SMTP_PORT": str(restartable_smtp.port),
-                      "SMTP_TIMEOUT": "3"})
+                      "SMTP_TLS": "none", "SMTP_TIMEOUT": "3"})
     restartable_smtp.stop()
     runs = [send_for_tenant(job_report_generation, escrow_tenant.id) for _ in range(2)]
     for msg in runs:
@@ -90,7 +90,7 @@ def test_a_request_that_failed_for_good_is_requeued_by_the_operator_command_and_
     _requests(tenant, 2)
     tenant.execute("UPDATE report_requests SET report_type = 'retired_type'")
     start_worker(env={"SMTP_HOST": restartable_smtp.host, "SMTP_PORT": str(restartable_smtp.port),
-                      "REPORT_RETRY_BACKOFF_S": "0"})
+                      "SMTP_TLS": "none", "REPORT_RETRY_BACKOFF_S": "0"})
     msg = send_for_tenant(job_report_generation, escrow_tenant.id)  # the run and its 2 retries: 3 attempts
     assert wait_status(msg.message_id, "FINISHED", timeout=60)["resolution"] == "ERROR"
     assert _queue(tenant) == [(4, 3)] * 2
