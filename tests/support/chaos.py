@@ -36,6 +36,7 @@ class TcpProxy:
         self._running = True
         self._frozen_new = threading.Event()
         self._freezes: list[threading.Event] = []
+        self.accepted = 0  # connections accepted so far (a test can assert none were made)
         self.restore()
 
     def freeze(self) -> None:
@@ -65,6 +66,7 @@ class TcpProxy:
                 # Accepted by a blocked accept() just as the proxy was cut: refuse it.
                 client.close()
                 return
+            self.accepted += 1
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
