@@ -183,6 +183,11 @@ class Drainer:
                 stop.wait(flush_s)
             except Exception as exc:  # never let the drainer die; back off while PG/Redis is down
                 failures += 1
+                if on_state is not None:
+                    try:
+                        on_state(self.stream.length())  # a growing buffer must still be seen
+                    except redis.RedisError:
+                        pass
                 backoff = min(5.0, 0.1 * 2 ** min(failures, 6))
                 log.warning("Ledger drain failed (%s: %s); retrying in %.1f s", type(exc).__name__,
                             str(exc).strip()[:300], backoff)

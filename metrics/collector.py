@@ -93,7 +93,7 @@ class JobsCollector(Collector):
 
         with control_engine().connect() as conn:
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}")
-            return read_ledger(conn, self.window_s)
+            return read_ledger(conn, self.window_s, self.settings.redis_namespace)
 
     def _ticks(self) -> dict[str, ScheduleState]:
         from jobcore.db import control_engine
@@ -191,7 +191,10 @@ class JobsCollector(Collector):
             for stat in STATS:
                 dur_f.add_metric([q, a, stat], s.duration.get((q, a, stat), 0.0))
                 wait_f.add_metric([q, a, stat], s.wait.get((q, a, stat), 0.0))
-        yield from (open_f, age_f, fin_f, err_f, dur_f, wait_f)
+        dead = GaugeMetricFamily("jobs_ledger_dead_events", "Ledger events PostgreSQL refused, kept in "
+                                 "ledger_dead_events (their runs' rows are missing those transitions)")
+        dead.add_metric([], float(s.dead_events))
+        yield from (open_f, age_f, fin_f, err_f, dur_f, wait_f, dead)
 
     def _redis_metrics(self, s: RedisSnapshot, queues: set[str]) -> Iterator[Metric]:
         depth = GaugeMetricFamily("jobs_queue_depth", "Messages in Redis per queue: ready, in_flight (fetched, not "

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ledger import queries
+
 OPEN_RUNS = text("""
     SELECT queue_name, actor_name, status, count(*) AS n,
            EXTRACT(EPOCH FROM now() - min(enqueued_at)) AS oldest_age
@@ -64,11 +66,13 @@ class LedgerSnapshot:
     duration: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (queue, actor, stat)
     wait: dict[tuple[str, str, str], float] = field(default_factory=dict)
     errors: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (queue, actor, will_retry|final)
+    dead_events: int = 0  # ledger events PostgreSQL refused (ledger_dead_events)
 
 
-def read_ledger(conn: Connection, window_s: int) -> LedgerSnapshot:
+def read_ledger(conn: Connection, window_s: int, namespace: str) -> LedgerSnapshot:
     """Run the ledger aggregates on ``conn``."""
     snap = LedgerSnapshot()
+    snap.dead_events = int(conn.execute(queries.DEAD_EVENTS_COUNT, {"ns": namespace}).scalar_one())
     for queue, actor, status, n, oldest in conn.execute(OPEN_RUNS):
         snap.open_counts[(queue, actor, status)] = int(n)
         if status == "PENDING":

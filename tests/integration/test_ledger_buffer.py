@@ -211,3 +211,86 @@ def test_reconciliation_while_drainers_are_busy_never_runs_a_job_twice(broker, s
     assert sum(len(r.reenqueued) for r in reports) == 0
     assert sum(r.checked for r in reports) > 0  # it really looked at open runs while they ran
     assert count("SELECT count(*) FROM job_runs WHERE message_id = ANY(:m)", m=ids) == 2000
+
+
+def test_worker_sigkill_loses_no_transition(broker, start_worker):
+    """Kill every worker process in the middle of a stream of jobs: after a new worker
+    takes over, every run is FINISHED exactly once, and the killed attempts are counted
+    (their STARTED events were in Redis, written by the START script)."""
+    from actors.examples import example_progress
+
+    first = start_worker(processes=2, threads=4)
+    ids = [example_progress.send(4, 0.1).message_id for _ in range(120)]  # ~6 s of work
+    wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE status = 'FINISHED'") >= 20, 60,
+             what="some runs finished before the crash")
+    first.kill()
+    start_worker(processes=2, threads=4)
+    wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE status = 'FINISHED'") == 120, 90,
+             what="every run to finish after the crash")
+    rows = [run_row(m) for m in ids]
+    assert {r["resolution"] for r in rows} == {"COMPLETED"}
+    assert all(r["started_at"] is not None and r["result"] == 4 for r in rows)
+    assert count("SELECT count(*) FROM job_runs") == 120
+    assert count("SELECT count(*) FROM job_runs WHERE attempts >= 2") >= 1
+
+
+def test_an_event_postgres_refuses_is_parked_and_the_rest_applied(broker, redis_client):
+    """One event the database refuses (here: a tenant id beyond integer range) must not
+    block the buffer: it is kept verbatim in ledger_dead_events with the reason, the events
+    around it are applied, and the exporter counts it (alert LedgerEventsRejected)."""
+    from prometheus_client import generate_latest
+
+    from ledger.stream import EventStream
+    from metrics.server import build_registry
+
+    now = time.time()
+    good = [RunRef(str(uuid.uuid4()), "EXAMPLE", "default", None, now) for _ in range(2)]
+    poison = RunRef(str(uuid.uuid4()), "EXAMPLE", "default", 2**40, now)
+    stream = EventStream(redis_client, broker.keys)
+    for run in (good[0], poison, good[1]):
+        stream.append(encode(Pending(run, now, [], {}, {})))
+    settle()
+    assert all(run_row(r.message_id)["status"] == "PENDING" for r in good)
+    assert run_row(poison.message_id) is None
+    dead = _rows_of("SELECT stream_id, error, payload FROM ledger_dead_events")
+    assert len(dead) == 1 and "out of range" in dead[0][1] and poison.message_id.encode() in bytes(dead[0][2])
+    assert redis_client.xlen(broker.keys.ledger_stream) == 0
+    assert "jobs_ledger_dead_events 1.0" in generate_latest(build_registry()).decode()
+
+
+def _rows_of(sql: str) -> list:
+    from sqlalchemy import text
+
+    from jobcore.db import control_engine
+
+    with control_engine().connect() as conn:
+        return list(conn.execute(text(sql)).all())
+
+
+def test_workers_stop_taking_messages_while_the_ledger_is_too_far_behind(broker, start_worker, redis_client):
+    """PostgreSQL unreachable for long: the buffer grows; past LEDGER_BACKPRESSURE_EVENTS
+    the workers stop fetching (Redis stays bounded) and resume by themselves once the
+    ledger catches up, losing nothing."""
+    from tests.support.effect_actors import counted, executions_key
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        db = TEST_ENV["DATABASE_URL"].rsplit("/", 1)[1]
+        start_worker("tests.support.effect_actors", env={
+            "DATABASE_URL": f"postgresql://root@127.0.0.1:{proxy.port}/{db}", "LEDGER_BACKPRESSURE_EVENTS": "60",
+            "RECONCILE_INTERVAL_MS": "600000"})
+        proxy.cut()
+        ids = [counted.send(0.2).message_id for _ in range(100)]  # ~5 s of work for 4 threads
+        wait_for(lambda: redis_client.xlen(broker.keys.ledger_stream) >= 60, 30, what="the buffer to fill")
+        time.sleep(3)  # the workers have noticed and stopped fetching
+        ran = len(redis_client.hgetall(executions_key()))
+        time.sleep(2)
+        assert len(redis_client.hgetall(executions_key())) == ran  # nothing more was taken
+        assert ran < 100
+        proxy.restore()
+        wait_for(lambda: count("SELECT count(*) FROM job_runs WHERE status = 'FINISHED'") == 100, 60,
+                 what="everything to run once the ledger caught up")
+        executions = redis_client.hgetall(executions_key())
+        assert {int(executions[m.encode()]) for m in ids} == {1}
+    finally:
+        proxy.close()

@@ -9,8 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import model
-from ledger.events import AttemptError, AttemptFailed, Event, Finished, Pending, Progress, Rejected, RunRef, Started
-from ledger.events import decode, encode
+from ledger.events import (
+    AttemptError,
+    AttemptFailed,
+    Event,
+    Finished,
+    Pending,
+    Progress,
+    Rejected,
+    RunRef,
+    Started,
+    decode,
+    encode,
+)
 from ledger.store import plan
 
 pytestmark = pytest.mark.unit
