@@ -47,6 +47,9 @@ class Carried(Protocol):
     @property
     def final(self) -> bool: ...
 
+    @property
+    def started_entry(self) -> bytes | None: ...
+
 
 class LedgerCarrier(Protocol):
     """The part of the ledger strategy the broker calls (see :mod:`ledger.strategy`)."""

@@ -9,11 +9,12 @@ finished set (names from :class:`jobcore.keys.Keys`). ARGV 1-4: command, timesta
   message id. With an event (a new run), a message id the ledger already knows (open,
   or finished within the dedupe window) is not enqueued again: returns 0. Otherwise the
   payload, the id, a wake-up token and the event are written: returns 1.
-* ``ack`` ARGV 5-8: redis id, message id, closing event or "", final ("1"/"0").
-  dramatiq's ack plus the event; a final one marks the run finished, so a later copy is
-  refused when it starts. The payload is deleted even if maintenance took the id back
+* ``ack`` ARGV 5-9: redis id, message id, closing event or "", final ("1"/"0"), the
+  run's STARTED stream entry or "". dramatiq's ack plus the event; a final one marks the
+  run finished, so a later copy is refused when it starts, and deletes the STARTED
+  entry if it is still in the stream. The payload is deleted even if maintenance took the id back
   meanwhile (this worker was presumed dead): the run is done.
-* ``nack`` ARGV 5-8: as ``ack``, after moving the message to the dead-letter queue.
+* ``nack`` ARGV 5-9: as ``ack``, after moving the message to the dead-letter queue.
 * ``requeue_dead`` ARGV 5-9: dead redis id, then a new message as for ``enqueue``: the
   dead letter is removed and the new message (a new run linked to the old one) enqueued
   in one step; returns 0 if the dead letter is gone (someone else requeued it).
@@ -36,11 +37,13 @@ local function known(mid)
   return redis.call("hexists", runs, mid) == 1 or redis.call("zscore", finished, mid)
 end
 
-local function close(mid, event, final)
+local function close(mid, event, final, started_entry)
   if event ~= "" then redis.call("xadd", stream, "*", "e", event) end
   if final == "1" then
     redis.call("hdel", runs, mid)
     redis.call("zadd", finished, ts, mid)
+    -- The run's STARTED entry, if the drainer has not applied it yet: FINISHED says it all.
+    if started_entry and started_entry ~= "" then redis.call("xdel", stream, started_entry) end
   end
 end
 
@@ -97,7 +100,7 @@ elseif command == "discard_dead" then
 elseif command == "ack" then
   redis.call("srem", ns .. ":__acks__." .. worker_id .. "." .. queue_name, ARGV[5])
   redis.call("hdel", messages, ARGV[5])
-  close(ARGV[6], ARGV[7], ARGV[8])
+  close(ARGV[6], ARGV[7], ARGV[8], ARGV[9])
   return 1
 elseif command == "nack" then
   local canonical = queue_name
@@ -111,7 +114,7 @@ elseif command == "nack" then
       redis.call("hdel", messages, ARGV[5])
     end
   end
-  close(ARGV[6], ARGV[7], ARGV[8])
+  close(ARGV[6], ARGV[7], ARGV[8], ARGV[9])
   return 1
 end
 return redis.error_reply("unknown platform command " .. command)

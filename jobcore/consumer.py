@@ -53,7 +53,8 @@ class PlatformConsumer(_RedisConsumer):
             broker.platform_script(keys=broker.platform_keys, args=[
                 command, current_millis(), self.queue_name, broker.broker_id, message.options["redis_message_id"],
                 message.message_id, closing.raw if closing is not None else "",
-                "1" if closing is not None and closing.final else "0"])
+                "1" if closing is not None and closing.final else "0",
+                (closing.started_entry or "") if closing is not None else ""])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # dramatiq retries post-processing on ConnectionClosed until Redis is back; a
             # repeated call is harmless (the event is idempotent in the ledger).

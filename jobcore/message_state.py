@@ -18,6 +18,7 @@ class DeliveryState:
 
     attempt: int | None = None          # ledger: attempt number (1-based) once started
     started_at: float | None = None     # ledger: when this attempt started (Unix seconds)
+    started_entry: bytes | None = None  # ledger: where the buffer holds this attempt's STARTED
     will_retry: bool = False            # retry policy: a failed attempt will be retried
     retry_delay_ms: int | None = None   # retry policy
     outcome_unknown: bool = False       # retry policy: a side effect may have happened

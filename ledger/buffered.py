@@ -26,6 +26,7 @@ import redis
 from sqlalchemy import Engine
 
 from jobcore.keys import Keys
+from jobcore.message_state import state
 from ledger import queries
 from ledger.drainer import Drainer, Lease
 from ledger.events import Event, Finished, Rejected, Started, encode
@@ -76,26 +77,27 @@ class RedisStreamLedger:
         event = closing_event(message)
         if event is None:
             return None
-        return Closing(encode(event), isinstance(event, (Finished, Rejected)))
+        final = isinstance(event, (Finished, Rejected))
+        return Closing(encode(event), final, state(message).started_entry if final else None)
 
     # -- written by the middleware -------------------------------------------------------
     def start(self, message: Any, worker_id: str) -> StartVerdict:
         event = Started(self.recorder.run_ref(message), time.time(), worker_id)
         raw = encode(event)
         floor = int(message.options.get("retries", 0)) + 1
-        n = self.stream.start(message.message_id, raw, floor, register=False)
+        n, entry = self.stream.start(message.message_id, raw, floor, register=False)
         if n == -3:
             # Redis has no record of this run: one sent by a foreign producer, a copy of a
             # run finished longer ago than the dedupe window, or Redis lost its data.
             # PostgreSQL decides.
             if self._finished_in_postgres(message.message_id):
                 return StartVerdict(False, reason="DUPLICATE")
-            n = self.stream.start(message.message_id, raw, floor, register=True)
+            n, entry = self.stream.start(message.message_id, raw, floor, register=True)
         if n == -2:
             return StartVerdict(False, reason="REVOKED")
         if n == -1:
             return StartVerdict(False, reason="DUPLICATE")
-        return StartVerdict(True, attempt=n)
+        return StartVerdict(True, attempt=n, entry=entry)
 
     def _finished_in_postgres(self, message_id: str) -> bool:
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import redis
 
 from jobcore.errors import LedgerError
-from ledger.events import decode
+from ledger.events import decode_many
 from ledger.store import ChunkItem, Cursor, PgStore
 from ledger.stream import EventStream, StreamId, format_id, parse_id
 
@@ -102,11 +102,12 @@ class Drainer:
                 self._trimmed = after
             return DrainOutcome(0, False, 0)
         items = []
-        for entry in entries:
-            try:
-                items.append(ChunkItem(format_id(entry.id), entry.raw, decode(entry.raw, entry.attempt)))
-            except LedgerError as exc:
-                items.append(ChunkItem(format_id(entry.id), entry.raw, None, str(exc)))
+        decoded = decode_many([e.raw for e in entries], [e.attempt for e in entries])
+        for entry, event in zip(entries, decoded, strict=True):
+            if isinstance(event, LedgerError):
+                items.append(ChunkItem(format_id(entry.id), entry.raw, None, str(event)))
+            else:
+                items.append(ChunkItem(format_id(entry.id), entry.raw, event))
         new = Cursor(epoch, items[-1].stream_id)
         if not self.store.apply(cursor, new, items, self.on_parked):
             return DrainOutcome(0, True, -1)

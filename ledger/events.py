@@ -176,10 +176,20 @@ def decode(raw: bytes | str, attempt: int | None = None) -> Event:
     Raises :class:`LedgerError` for anything that is not a well-formed event."""
     try:
         data = json.loads(raw)
+    except ValueError as exc:
+        raise LedgerError(f"malformed ledger event: {exc}") from None
+    return _build(data, attempt)
+
+
+_KINDS = {k.value: k for k in Kind}
+
+
+def _build(data: Any, attempt: int | None) -> Event:
+    try:
         version, kind, *body = data
         if version != VERSION:
             raise LedgerError(f"ledger event of unknown version {version!r}")
-        k = Kind(kind)
+        k = _KINDS[kind]
         if k is Kind.PENDING:
             return Pending(_unref(body[0]), float(body[1]), body[2], body[3], body[4],
                            None if body[5] is None else int(body[5]))
@@ -203,6 +213,31 @@ def decode(raw: bytes | str, attempt: int | None = None) -> Event:
         raise
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise LedgerError(f"malformed ledger event: {exc}") from None
+
+
+def decode_many(raws: list[bytes], attempts: list[int | None]) -> list[Event | LedgerError]:
+    """Decode a chunk of buffered events (the drainer's hot path): one ``json.loads`` for
+    the whole chunk; an entry that is not a well-formed event becomes its error."""
+    try:
+        parsed = json.loads(b"[" + b",".join(raws) + b"]") if raws else []
+    except ValueError:
+        parsed = None
+    if parsed is None or len(parsed) != len(raws):
+        out: list[Event | LedgerError] = []
+        for raw, attempt in zip(raws, attempts, strict=True):
+            try:
+                out.append(decode(raw, attempt))
+            except LedgerError as exc:
+                out.append(exc)
+        return out
+    return [_from_parsed(data, attempt) for data, attempt in zip(parsed, attempts, strict=True)]
+
+
+def _from_parsed(data: Any, attempt: int | None) -> Event | LedgerError:
+    try:
+        return _build(data, attempt)
+    except LedgerError as exc:
+        return exc
 
 
 def message_id_of(event: Event) -> str | None:

@@ -28,6 +28,7 @@ class Closing:
 
     raw: bytes
     final: bool  # the run is FINISHED: later deliveries of it are refused
+    started_entry: bytes | None = None  # the delivery's STARTED stream entry (dropped if still there)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class StartVerdict:
     run: bool
     attempt: int = 0
     reason: str | None = None  # REVOKED | DUPLICATE when it may not
+    entry: bytes | None = None  # where STARTED was written (buffered strategy)
 
 
 class LedgerStrategy(Protocol):

@@ -30,21 +30,40 @@ from jobcore.keys import Keys
 # START: may this delivery run? KEYS: revoked, finished, runs, stream.
 # ARGV: message id, STARTED event, attempt floor, register ("1": count a run Redis does
 # not know; "0": report it, so the caller asks PostgreSQL first).
-# Returns -2 revoked, -1 finished, -3 unknown run, else the attempt number, after
-# appending the STARTED event with that number (field "n").
+# Returns {-2} revoked, {-1} finished, {-3} unknown run, else {attempt number, entry id}
+# after appending the STARTED event with that number (field "n"). The closing ack of a
+# run that finishes deletes that entry again if the drainer has not applied it yet: the
+# FINISHED event carries everything it said (half the events for short jobs).
 START_LUA = """
 local mid = ARGV[1]
-if redis.call('ZSCORE', KEYS[1], mid) then return -2 end
-if redis.call('ZSCORE', KEYS[2], mid) then return -1 end
-if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[3], mid) == 0 then return -3 end
+if redis.call('ZSCORE', KEYS[1], mid) then return {-2} end
+if redis.call('ZSCORE', KEYS[2], mid) then return {-1} end
+if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[3], mid) == 0 then return {-3} end
 local n = redis.call('HINCRBY', KEYS[3], mid, 1)
 local floor = tonumber(ARGV[3])
 if n < floor then
   redis.call('HSET', KEYS[3], mid, floor)
   n = floor
 end
-redis.call('XADD', KEYS[4], '*', 'e', ARGV[2], 'n', n)
-return n
+return {n, redis.call('XADD', KEYS[4], '*', 'e', ARGV[2], 'n', n)}
+"""
+
+# The drainer's read: entries after an id as a flat array (id, event, attempt or "")
+# instead of XRANGE's nested field lists, which cost more to parse than to apply.
+# KEYS: stream. ARGV: start (an id, exclusive with a leading "("), count.
+READ_LUA = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local out = {}
+for _, entry in ipairs(entries) do
+  local fields, e, n = entry[2], '', ''
+  for j = 1, #fields, 2 do
+    if fields[j] == 'e' then e = fields[j + 1] elseif fields[j] == 'n' then n = fields[j + 1] end
+  end
+  out[#out + 1] = entry[1]
+  out[#out + 1] = e
+  out[#out + 1] = n
+end
+return out
 """
 
 # After a committed drain: drop the applied entries and the finished markers that are
@@ -94,14 +113,17 @@ class EventStream:
         self.client = client
         self.keys = keys
         self._start = FastScript(client, START_LUA)
+        self._read = FastScript(client, READ_LUA)
         self._trim = client.register_script(TRIM_LUA)
 
     # -- written by workers --------------------------------------------------------------
-    def start(self, message_id: str, event: bytes, floor: int, *, register: bool) -> int:
-        """Run :data:`START_LUA` for one delivery (see its comment for the reply)."""
+    def start(self, message_id: str, event: bytes, floor: int, *, register: bool) -> tuple[int, bytes | None]:
+        """Run :data:`START_LUA` for one delivery: (attempt, entry id), or (code, None)
+        for a delivery that must not start (see its comment)."""
         k = self.keys
-        return int(self._start(keys=[k.revoked, k.ledger_finished, k.ledger_runs, k.ledger_stream],
-                               args=[message_id, event, floor, "1" if register else "0"]))
+        reply = self._start(keys=[k.revoked, k.ledger_finished, k.ledger_runs, k.ledger_stream],
+                            args=[message_id, event, floor, "1" if register else "0"])
+        return int(reply[0]), (reply[1] if len(reply) > 1 else None)
 
     def append(self, event: bytes) -> None:
         """Append an event that belongs to no broker operation (progress, rejected)."""
@@ -120,12 +142,9 @@ class EventStream:
     def read_after(self, after: StreamId | None, count: int) -> list[Entry]:
         """Up to ``count`` entries after ``after`` (from the start when None)."""
         start = "-" if after is None else "(" + format_id(after)
-        out = []
-        entries: Any = self.client.xrange(self.keys.ledger_stream, start, "+", count=count)
-        for entry_id, fields in entries:
-            n = fields.get(b"n")
-            out.append(Entry(parse_id(entry_id), fields.get(b"e", b""), int(n) if n is not None else None))
-        return out
+        flat: Any = self._read(keys=[self.keys.ledger_stream], args=[start, count])
+        return [Entry(parse_id(flat[i]), flat[i + 1], int(flat[i + 2]) if flat[i + 2] else None)
+                for i in range(0, len(flat), 3)]
 
     def last_id(self) -> StreamId | None:
         """The id of the newest entry (None when the stream is empty)."""

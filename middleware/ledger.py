@@ -55,6 +55,7 @@ class Ledger(Middleware):
             raise AlreadyFinished(f"run {message.message_id} is {verdict.reason}")
         st.attempt = verdict.attempt
         st.started_at = time.time()
+        st.started_entry = verdict.entry
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:

@@ -24,6 +24,10 @@ class Validation(Middleware):
 
     def __init__(self) -> None:
         self._signatures: dict[str, inspect.Signature] = {}
+        # Whether arguments bind depends only on how many are positional and which keyword
+        # names are given, never on their values: cache the verdict per shape (binding a
+        # signature costs more than the rest of a no-op job's hooks together).
+        self._shapes: dict[tuple[str, int, frozenset[str]], str | None] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -41,14 +45,20 @@ class Validation(Middleware):
 
     def bind_error(self, actor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The reason ``args``/``kwargs`` do not fit ``actor``, or None if they do."""
+        shape = (actor.actor_name, len(args), frozenset(kwargs))
+        if shape in self._shapes:
+            return self._shapes[shape]
         sig = self._signature(actor)
         if sig is None:
             return None
         try:
             sig.bind(*args, **kwargs)
+            problem = None
         except TypeError as exc:
-            return f"arguments do not fit {actor.actor_name}{sig}: {exc}"
-        return None
+            problem = f"arguments do not fit {actor.actor_name}{sig}: {exc}"
+        if len(self._shapes) < 10_000:
+            self._shapes[shape] = problem
+        return problem
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         if message.options.get("ledger_tracked"):

@@ -72,6 +72,9 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The connect timeout must not stay on the socket: a frozen (half-open)
+            # connection would otherwise be closed by the proxy after 5 s of silence.
+            upstream.settimeout(None)
             frozen = threading.Event()
             if self._frozen_new.is_set():
                 frozen.set()
