@@ -50,6 +50,8 @@ class Group:
     progress: dict[str, Progress] = field(default_factory=dict)
     failed: dict[str, AttemptFailed] = field(default_factory=dict)
     finished: dict[str, Finished] = field(default_factory=dict)
+    # PENDING events folded into their run's FINISHED (written as one row insert)
+    created: dict[str, Pending] = field(default_factory=dict)
     rejected: Rejected | None = None
 
     def add(self, event: Event) -> bool:
@@ -88,11 +90,15 @@ class Group:
                 event = Finished(event.run, event.at, event.resolution, max(event.attempts, start.attempt),
                                  event.result, event.started_at if event.started_at is not None else start.at,
                                  event.worker_id or start.worker_id, event.error)
+            if mid in self.pending and mid not in self.started and mid not in self.progress \
+                    and mid not in self.failed:
+                self.created[mid] = self.pending.pop(mid)
             self.finished[mid] = event
         return True
 
     def empty(self) -> bool:
-        return not (self.pending or self.started or self.progress or self.failed or self.finished or self.rejected)
+        return not (self.pending or self.started or self.progress or self.failed or self.finished or self.rejected
+                    or self.created)
 
 
 def plan(events: Sequence[Event]) -> list[Group]:
@@ -147,10 +153,15 @@ def write_group(cur: Any, group: Group) -> None:
         cur.execute(queries.DRAIN_ERRORS, _errors([(f.run.message_id, f.error, f.at) for f in fs]))
     if group.finished:
         fs2 = list(group.finished.values())
+        made = [group.created.get(f.run.message_id) for f in fs2]
         cur.execute(queries.DRAIN_FINISHED, (*_refs([f.run for f in fs2]), [f.at for f in fs2],
                                              [f.resolution for f in fs2], [f.attempts for f in fs2],
                                              [_json(f.result) for f in fs2], [f.started_at for f in fs2],
-                                             [f.worker_id for f in fs2]))
+                                             [f.worker_id for f in fs2],
+                                             [_json(p.args) if p else None for p in made],
+                                             [_json(p.kwargs) if p else None for p in made],
+                                             [_json(p.context) if p else None for p in made],
+                                             [p.retry_of if p else None for p in made]))
         errors = [(f.run.message_id, f.error, f.at) for f in fs2 if f.error is not None]
         if errors:
             cur.execute(queries.DRAIN_ERRORS, _errors(errors))
