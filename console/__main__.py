@@ -64,10 +64,12 @@ def new_token_cmd(name: str, role: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m console", description="The job platform's operator console")
+    parser.add_argument("--host", help="default: CONSOLE_HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="default: CONSOLE_PORT (9400)")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("serve", help="serve the console (the default)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--host", dest="serve_host")
+    p.add_argument("--port", dest="serve_port", type=int)
     p = sub.add_parser("hash-password", help="print the stored form of a password (for CONSOLE_USERS)")
     p.add_argument("--user", help="print a whole CONSOLE_USERS entry for this user name")
     p.add_argument("--role", choices=("viewer", "operator"), default="viewer")
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return hash_password_cmd(args.user, args.role, args.password_stdin)
     if args.command == "new-token":
         return new_token_cmd(args.name, args.role)
-    return serve(getattr(args, "host", None), getattr(args, "port", None))
+    return serve(getattr(args, "serve_host", None) or args.host, getattr(args, "serve_port", None) or args.port)
 
 
 if __name__ == "__main__":

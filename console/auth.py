@@ -1,9 +1,9 @@
 """Who may use the console: users and API tokens from settings, roles, sessions, CSRF.
 
 * **Users** (``CONSOLE_USERS``): ``name:role:hash`` entries. The hash is scrypt
-  (``hashlib.scrypt``, a memory-hard KDF) in the form ``scrypt$N$r$p$salt$digest``
-  (base64), made by ``python -m console hash-password``; the password itself is never
-  configured anywhere.
+  (``hashlib.scrypt``, a memory-hard KDF) in the form ``scrypt:N:r:p:salt:digest``
+  (base64; no ``$``, which docker-compose and shells would expand), made by
+  ``python -m console hash-password``; the password itself is never configured anywhere.
 * **API tokens** (``CONSOLE_TOKENS``): ``name:role:sha256:<hex>``, the SHA-256 of a
   random 256-bit token (``python -m console new-token``); sent as
   ``Authorization: Bearer <token>``. A fast hash is right for a random token (nothing to
@@ -57,18 +57,18 @@ def _unb64(text: str) -> bytes:
 
 
 def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """The stored form of ``password``: ``scrypt$N$r$p$salt$digest``."""
+    """The stored form of ``password``: ``scrypt:N:r:p:salt:digest``."""
     if not password:
         raise ValueError("empty password")
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=128 * r * n * 2, dklen=_DKLEN)
-    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+    return f"scrypt:{n}:{r}:{p}:{_b64(salt)}:{_b64(digest)}"
 
 
 def verify_password(password: str, stored: str) -> bool:
     """True if ``password`` matches the stored hash (constant-time comparison)."""
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
+        scheme, n, r, p, salt, digest = stored.split(":")
         if scheme != "scrypt":
             return False
         expected = _unb64(digest)
@@ -112,9 +112,9 @@ class Accounts:
         users: dict[str, tuple[str, str]] = {}
         for i, entry in enumerate(s.console_users, 1):
             parts = entry.split(":", 2)
-            if len(parts) != 3 or parts[1] not in ROLES or not parts[0] or not parts[2].startswith("scrypt$") \
-                    or len(parts[2].split("$")) != 6:
-                raise ConfigurationError(f"CONSOLE_USERS entry {i}: expected name:viewer|operator:scrypt$... "
+            if len(parts) != 3 or parts[1] not in ROLES or not parts[0] or not parts[2].startswith("scrypt:") \
+                    or len(parts[2].split(":")) != 6:
+                raise ConfigurationError(f"CONSOLE_USERS entry {i}: expected name:viewer|operator:scrypt:... "
                                          "(python -m console hash-password)")
             users[parts[0]] = (parts[1], parts[2])
         tokens: dict[str, tuple[str, str]] = {}

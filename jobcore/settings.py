@@ -203,8 +203,8 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 9400
     console_threads: int = 8
-    # Users, comma-separated "name:role:hash" (role viewer|operator; the hash from
-    # `python -m console hash-password`, scrypt). Tokens: "name:role:sha256:<hex digest
+    # Users, comma-separated "name:role:scrypt:..." (role viewer|operator; the hash from
+    # `python -m console hash-password`). Tokens: "name:role:sha256:<hex digest
     # of the token>" (`python -m console new-token`). Hashes only: never a password here.
     console_users: tuple[str, ...] = field(default=(), repr=False)
     console_tokens: tuple[str, ...] = field(default=(), repr=False)
