@@ -51,7 +51,8 @@ def admin(sql: str, db: str = "postgres") -> None:
 LOAD_RUNS = """
 INSERT INTO job_runs (message_id, actor_name, queue_name, tenant_id, args, kwargs, context, status, resolution,
                       attempts, enqueued_at, started_at, finished_at, result, worker_id, updated_at)
-SELECT md5('run' || g), CASE WHEN g %% 1000 = 0 THEN %(rare)s ELSE (%(actors)s::text[])[1 + (g * 7919) %% 19] END,
+SELECT md5('run' || g),
+       CASE WHEN g %% 1000 = 0 THEN %(rare)s ELSE (%(actors)s::text[])[1 + (g::bigint * 7919) %% 19] END,
        'default', CASE WHEN g %% 10 = 0 THEN NULL ELSE 1 + (g * 31) %% 50 END,
        jsonb_build_array(g %% 100), '{}'::jsonb, jsonb_build_object('request_id', 'bench-' || g),
        s.status, s.resolution, CASE WHEN s.resolution = 'ERROR' THEN 3 WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,

@@ -56,7 +56,7 @@ class JobRun(Base):
         Index("ix_job_runs_tenant_id", "tenant_id", "id"),
         Index("ix_job_runs_resolution_id", "resolution", "id"),
         Index("ix_job_runs_open_id", "status", "id", postgresql_where=text("status <> 'FINISHED'")),
-        Index("ix_job_runs_enqueued_at", "enqueued_at"),
+        Index("ix_job_runs_enqueued_id", "enqueued_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -209,27 +209,29 @@ SELECT date_bin(make_interval(secs => :bucket), created_at, TIMESTAMPTZ '2000-01
  GROUP BY 1
 """)
 
-# Failed attempts of a window grouped by fingerprint: the newest exception type and message
-# of each group, the actors and tenants it hit, and when the group was first seen in the
-# retained history (one probe of ``ix_job_errors_fingerprint`` per group).
+# Failed attempts of a window grouped by fingerprint, with the actors and tenants each group
+# hit (one job_runs probe per distinct run, not per attempt), the exception and message of
+# its newest run, and when it was first seen in the retained history (probes of
+# ``ix_job_errors_fingerprint`` per group). The window's rows are read once, narrow.
 ERROR_GROUPS: TextClause = text("""
-WITH g AS (
-    SELECT e.fingerprint, count(*) AS attempts, count(DISTINCT e.job_run_id) AS runs,
-           min(e.created_at) AS first_in_window, max(e.created_at) AS last_seen,
-           (array_agg(e.exception_type ORDER BY e.created_at DESC))[1] AS exception_type,
-           (array_agg(e.message ORDER BY e.created_at DESC))[1] AS message,
-           (array_agg(e.job_run_id ORDER BY e.created_at DESC))[1] AS latest_run_id,
-           array_agg(DISTINCT r.actor_name) AS actors,
+WITH e AS MATERIALIZED (
+    SELECT fingerprint, job_run_id, created_at FROM job_errors
+     WHERE created_at > now() - make_interval(secs => :window)
+), g AS (
+    SELECT fingerprint, count(*) AS attempts, count(DISTINCT job_run_id) AS runs, max(created_at) AS last_seen,
+           max(job_run_id) AS latest_run_id
+      FROM e GROUP BY fingerprint ORDER BY max(created_at) DESC LIMIT :limit
+), who AS (
+    SELECT d.fingerprint, array_agg(DISTINCT r.actor_name) AS actors,
            array_remove(array_agg(DISTINCT r.tenant_id), NULL) AS tenants
-      FROM job_errors e
-      JOIN job_runs r ON r.id = e.job_run_id
-     WHERE e.created_at > now() - make_interval(secs => :window)
-     GROUP BY e.fingerprint
-     ORDER BY max(e.created_at) DESC
-     LIMIT :limit
+      FROM (SELECT DISTINCT fingerprint, job_run_id FROM e) d JOIN job_runs r ON r.id = d.job_run_id
+     GROUP BY d.fingerprint
 )
-SELECT g.*, f.first_seen
-  FROM g
+SELECT g.*, l.exception_type, l.message, who.actors, who.tenants, f.first_seen
+  FROM g JOIN who USING (fingerprint)
+ CROSS JOIN LATERAL (SELECT x.exception_type, x.message FROM job_errors x
+                      WHERE x.fingerprint = g.fingerprint AND x.job_run_id = g.latest_run_id
+                      ORDER BY x.attempt DESC LIMIT 1) l
  CROSS JOIN LATERAL (SELECT x.created_at AS first_seen FROM job_errors x
                       WHERE x.fingerprint = g.fingerprint ORDER BY x.job_run_id LIMIT 1) f
  ORDER BY g.last_seen DESC

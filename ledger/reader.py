@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, extract, func, select
+from sqlalchemy import Engine, and_, extract, func, select, tuple_
 
 from jobcore.errors import RunNotFound
 from jobcore.models import JobError, JobRun
@@ -36,9 +36,14 @@ class RunFilter:
 
 
 def query_runs(engine: Engine, filters: RunFilter | None = None, *, limit: int = 50, before_id: int | None = None,
-               after_id: int | None = None) -> list[dict[str, Any]]:
+               after_id: int | None = None, by_enqueued: bool = False,
+               before_enqueued: datetime | None = None) -> list[dict[str, Any]]:
     """Runs matching ``filters``, newest first: ``before_id`` pages back, ``after_id``
-    returns only runs newer than it (live refresh)."""
+    returns only runs newer than it (live refresh).
+
+    ``by_enqueued`` orders by (enqueued_at, id) instead of id, the order to page a time
+    range in: ``ix_job_runs_enqueued_id`` then serves any window, however old, where the
+    id order would walk every newer run first. Its keyset is ``(before_enqueued, before_id)``."""
     f = filters or RunFilter()
     wait = func.round(extract("epoch", JobRun.started_at - JobRun.enqueued_at) * _ROUND_MS).label("wait_ms")
     run = func.round(extract("epoch", JobRun.finished_at - JobRun.started_at) * _ROUND_MS).label("run_ms")
@@ -58,11 +63,14 @@ def query_runs(engine: Engine, filters: RunFilter | None = None, *, limit: int =
         conditions.append(JobRun.message_id.in_(list(f.message_ids)))
     if f.fingerprint is not None:
         conditions.append(JobRun.id.in_(select(JobError.job_run_id).where(JobError.fingerprint == f.fingerprint)))
-    if before_id is not None:
+    if by_enqueued and before_enqueued is not None and before_id is not None:
+        conditions.append(tuple_(JobRun.enqueued_at, JobRun.id) < tuple_(before_enqueued, before_id))
+    elif before_id is not None:
         conditions.append(JobRun.id < before_id)
     if after_id is not None:
         conditions.append(JobRun.id > after_id)
-    stmt = select(*cols).order_by(JobRun.id.desc()).limit(limit)
+    order = (JobRun.enqueued_at.desc(), JobRun.id.desc()) if by_enqueued else (JobRun.id.desc(),)
+    stmt = select(*cols).order_by(*order).limit(limit)
     if conditions:
         stmt = stmt.where(and_(*conditions))
     with engine.connect() as conn:

@@ -33,8 +33,14 @@ class ParsedFilters:
     values: dict[str, str]
     errors: list[str] = field(default_factory=list)
     before: int | None = None
+    before_at: datetime | None = None
     limit: int = 50
     live: bool = True
+
+    @property
+    def by_time(self) -> bool:
+        """A time range pages by enqueue time (an index range however old the window)."""
+        return self.filters.since is not None or self.filters.until is not None
 
 
 def _time(raw: str, name: str, errors: list[str]) -> datetime | None:
@@ -81,6 +87,7 @@ def parse_filters(args: MultiDict[str, str]) -> ParsedFilters:
                         tenant=_int(values["tenant"], "tenant", errors), since=since, until=until,
                         message_ids=message_ids, fingerprint=values["fingerprint"] or None)
     return ParsedFilters(filters, values, errors, before=_int(args.get("before", ""), "before", errors),
+                         before_at=_time(args.get("before_at", ""), "before_at", errors),
                          limit=min(max(limit, 1), max(PAGE_SIZES)), live=values["live"] != "0")
 
 
@@ -111,13 +118,19 @@ def index() -> Any:
     rows: list[dict[str, Any]] = []
     more = False
     if not parsed.errors:
-        rows = query_runs(console.control(), parsed.filters, limit=parsed.limit + 1, before_id=parsed.before)
+        rows = query_runs(console.control(), parsed.filters, limit=parsed.limit + 1, before_id=parsed.before,
+                          by_enqueued=parsed.by_time, before_enqueued=parsed.before_at)
         more, rows = len(rows) > parsed.limit, rows[: parsed.limit]
     values = {k: v for k, v in parsed.values.items() if v}
+    older = None
+    if more and rows:
+        last = rows[-1]
+        older = page_url(values, before=last["id"], before_at=last["enqueued_at"].isoformat()
+                         if parsed.by_time else None)
+    here = parsed.before_at.isoformat() if parsed.before_at and parsed.by_time else None
     context = {"rows": rows, "more": more, "parsed": parsed, "values": values, "page_url": page_url,
-               "older": page_url(values, before=rows[-1]["id"]) if more and rows else None,
-               "newest": page_url(values, before=None) if parsed.before else None,
-               "self_url": page_url(values, before=parsed.before)}
+               "older": older, "newest": page_url(values, before=None) if parsed.before else None,
+               "self_url": page_url(values, before=parsed.before, before_at=here)}
     if request.headers.get("HX-Request"):
         return render_template("_runs_table.html", **context)
     return render_template("runs.html", page="runs", statuses=STATUSES, resolutions=RESOLUTIONS,

@@ -104,6 +104,15 @@ def test_runs_filters_and_keyset_pages(app: Any) -> None:
         url = found.group(1).replace("&amp;", "&") if found else ""
         assert "OFFSET" not in url.upper()
     assert seen == sorted((run_row(m.message_id)["id"] for m in sent), reverse=True)
+    # A time range pages by enqueue time, with its own keyset (enqueued_at, id).
+    seen, url = [], "/runs?actor=EXAMPLE&limit=10&since=2001-01-01T00:00"
+    while url:
+        html = text(client.get(url))
+        seen += ids(html)
+        found = re.search(r'href="([^"]+)" rel="next"', html)
+        url = found.group(1).replace("&amp;", "&") if found else ""
+        assert not found or "before_at=" in url
+    assert sorted(seen) == sorted(run_row(m.message_id)["id"] for m in sent) and len(set(seen)) == 23
     # The live-refresh fragment is the table alone.
     fragment = text(client.get("/runs?actor=EXAMPLE_ERROR", headers={"HX-Request": "true"}))
     assert fragment.startswith('<div id="runs-table"') and 'hx-trigger="every 5s"' in fragment

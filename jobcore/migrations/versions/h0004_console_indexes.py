@@ -20,7 +20,7 @@ INDEXES = (
     ("ix_job_runs_tenant_id", "job_runs", "(tenant_id, id)", ""),
     ("ix_job_runs_resolution_id", "job_runs", "(resolution, id)", ""),
     ("ix_job_runs_open_id", "job_runs", "(status, id)", " WHERE status <> 'FINISHED'"),
-    ("ix_job_runs_enqueued_at", "job_runs", "(enqueued_at)", ""),
+    ("ix_job_runs_enqueued_id", "job_runs", "(enqueued_at, id)", ""),
     ("ix_job_errors_fingerprint", "job_errors", "(fingerprint, job_run_id)", ""),
 )
 
