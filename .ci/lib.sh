@@ -90,3 +90,9 @@ ensure_tools() {
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   # The Debian prometheus package starts a server on :9090 via its service; tests run their own.
 }
+
+ensure_browser() {
+  # The console's browser tests drive Debian's chromium with Playwright (pip); a browser
+  # is never downloaded (no `playwright install`).
+  command -v chromium >/dev/null || apt_install chromium fonts-dejavu-core
+}

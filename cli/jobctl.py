@@ -263,6 +263,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    """Serve the operator console (the same as ``python -m console``)."""
+    from console.__main__ import serve
+
+    return serve(args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobctl", description="Operate the job platform.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include inactive tenants")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_tenants)
+
+    p = sub.add_parser("console", help="serve the operator console (CONSOLE_HOST:CONSOLE_PORT, 127.0.0.1:9400)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(fn=cmd_console)
 
     p = sub.add_parser("demo", help="enqueue the example jobs and print their ledger rows")
     p.add_argument("--timeout", type=float, default=60)

@@ -49,6 +49,14 @@ class JobRun(Base):
         Index("ix_job_runs_actor_status", "actor_name", "status", "resolution"),
         Index("ix_job_runs_tenant", "tenant_id", "enqueued_at"),
         Index("ix_job_runs_retry_of", "retry_of", postgresql_where=text("retry_of IS NOT NULL")),
+        # The console's run lists are keyset-paginated on id (newest first) under any one
+        # filter: each filter has an index ending in id, so a page is a range scan
+        # (migration h0004).
+        Index("ix_job_runs_actor_id", "actor_name", "id"),
+        Index("ix_job_runs_tenant_id", "tenant_id", "id"),
+        Index("ix_job_runs_resolution_id", "resolution", "id"),
+        Index("ix_job_runs_open_id", "status", "id", postgresql_where=text("status <> 'FINISHED'")),
+        Index("ix_job_runs_enqueued_id", "enqueued_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -83,6 +91,8 @@ class JobError(Base):
     __table_args__ = (
         UniqueConstraint("job_run_id", "attempt", name="uq_job_errors_run_attempt"),
         Index("ix_job_errors_created_at", "created_at"),
+        # Runs of one error group, and when the group was first seen (console).
+        Index("ix_job_errors_fingerprint", "fingerprint", "job_run_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -199,6 +199,22 @@ class Settings:
     # --- observability -------------------------------------------------------------
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 9300
+    # --- operator console (docs/console.md) ---------------------------------------------
+    console_host: str = "127.0.0.1"
+    console_port: int = 9400
+    console_threads: int = 8
+    # Users, comma-separated "name:role:scrypt:..." (role viewer|operator; the hash from
+    # `python -m console hash-password`). Tokens: "name:role:sha256:<hex digest
+    # of the token>" (`python -m console new-token`). Hashes only: never a password here.
+    console_users: tuple[str, ...] = field(default=(), repr=False)
+    console_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Signs the session cookies; required outside DEV_ENV=1 (at least 32 characters).
+    console_secret_key: str = field(default="", repr=False)
+    console_session_hours: float = 12.0
+    # Secure flag of the session cookie: set it when the console is served over HTTPS.
+    console_secure_cookie: bool = False
+    # DEV_ENV=1 only: a request without a login acts with this role ("" = login required).
+    console_anonymous_role: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -258,6 +274,10 @@ class Settings:
             for name in ("bank_gateway_url", "internal_api_url"):
                 if not getattr(self, name).lower().startswith("https://"):
                     raise ConfigurationError(f"{name.upper()} must be an https:// URL outside DEV_ENV=1")
+        if self.console_anonymous_role not in ("", "viewer", "operator"):
+            raise ConfigurationError("CONSOLE_ANONYMOUS_ROLE must be empty, 'viewer' or 'operator'")
+        if self.console_anonymous_role and not self.dev_env:
+            raise ConfigurationError("CONSOLE_ANONYMOUS_ROLE is only allowed with DEV_ENV=1")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")

@@ -193,3 +193,88 @@ RETURNING id
 
 RETRIES_OF: TextClause = text(
     "SELECT id, message_id, status, resolution FROM job_runs WHERE retry_of = :id ORDER BY id")
+
+# -- the console's reads (console/) ----------------------------------------------------
+# Runs finished per time bucket and resolution, over ``ix_job_runs_finished_at``.
+FINISHED_BUCKETS: TextClause = text("""
+SELECT date_bin(make_interval(secs => :bucket), finished_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       resolution, count(*) AS n
+  FROM job_runs
+ WHERE finished_at > now() - make_interval(secs => :window)
+ GROUP BY 1, 2
+""")
+
+# Failed attempts per time bucket, over ``ix_job_errors_created_at``.
+ERROR_BUCKETS: TextClause = text("""
+SELECT date_bin(make_interval(secs => :bucket), created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       count(*) AS n
+  FROM job_errors
+ WHERE created_at > now() - make_interval(secs => :window)
+ GROUP BY 1
+""")
+
+# Failed attempts of a window grouped by fingerprint, with the actors and tenants each group
+# hit (one job_runs probe per distinct run, not per attempt), the exception and message of
+# its newest run, and when it was first seen in the retained history (probes of
+# ``ix_job_errors_fingerprint`` per group). The window's rows are read once, narrow.
+ERROR_GROUPS: TextClause = text("""
+WITH e AS MATERIALIZED (
+    SELECT fingerprint, job_run_id, created_at FROM job_errors
+     WHERE created_at > now() - make_interval(secs => :window)
+), g AS (
+    SELECT fingerprint, count(*) AS attempts, count(DISTINCT job_run_id) AS runs, max(created_at) AS last_seen,
+           max(job_run_id) AS latest_run_id
+      FROM e GROUP BY fingerprint ORDER BY max(created_at) DESC LIMIT :limit
+), who AS (
+    SELECT d.fingerprint, array_agg(DISTINCT r.actor_name) AS actors,
+           array_remove(array_agg(DISTINCT r.tenant_id), NULL) AS tenants
+      FROM (SELECT DISTINCT fingerprint, job_run_id FROM e) d JOIN job_runs r ON r.id = d.job_run_id
+     GROUP BY d.fingerprint
+)
+SELECT g.*, l.exception_type, l.message, who.actors, who.tenants, f.first_seen
+  FROM g JOIN who USING (fingerprint)
+ CROSS JOIN LATERAL (SELECT x.exception_type, x.message FROM job_errors x
+                      WHERE x.fingerprint = g.fingerprint AND x.job_run_id = g.latest_run_id
+                      ORDER BY x.attempt DESC LIMIT 1) l
+ CROSS JOIN LATERAL (SELECT x.created_at AS first_seen FROM job_errors x
+                      WHERE x.fingerprint = g.fingerprint ORDER BY x.job_run_id LIMIT 1) f
+ ORDER BY g.last_seen DESC
+""")
+
+# Finished runs and failures (ERROR, EXPIRED, REVOKED) per tenant in a window.
+TENANT_OUTCOMES: TextClause = text("""
+SELECT tenant_id, count(*) AS finished, count(*) FILTER (WHERE resolution <> 'COMPLETED') AS failed,
+       count(*) FILTER (WHERE resolution = 'ERROR') AS errors, max(finished_at) FILTER (WHERE resolution = 'ERROR')
+       AS last_error_at
+  FROM job_runs
+ WHERE finished_at > now() - make_interval(secs => :window) AND tenant_id IS NOT NULL
+ GROUP BY tenant_id
+""")
+
+# The audit trail of one run (by its message id): who did what, when.
+ACTIONS_FOR_MESSAGE: TextClause = text("""
+SELECT id, action, operator, detail, created_at FROM operator_actions WHERE message_id = :m ORDER BY id
+""")
+
+# The newest operator actions (console overview).
+RECENT_ACTIONS: TextClause = text("""
+SELECT id, action, message_id, run_id, operator, detail, created_at FROM operator_actions ORDER BY id DESC LIMIT :n
+""")
+
+# Distinct actor names in the ledger (filter choices), one index probe per name: a loose
+# index scan over ``ix_job_runs_actor_id`` instead of a DISTINCT over every row.
+ACTOR_NAMES: TextClause = text("""
+WITH RECURSIVE names AS (
+    (SELECT actor_name FROM job_runs ORDER BY actor_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.actor_name FROM job_runs j WHERE j.actor_name > n.actor_name ORDER BY j.actor_name LIMIT 1)
+      FROM names n WHERE n.actor_name IS NOT NULL
+)
+SELECT actor_name FROM names WHERE actor_name IS NOT NULL LIMIT 500
+""")
+
+# Why the worker rejected dead-lettered messages (by their Redis ids), newest first.
+REJECTIONS_BY_REDIS_ID: TextClause = text("""
+SELECT redis_message_id, reason, created_at FROM rejected_messages
+ WHERE queue_name = :q AND redis_message_id = ANY(:ids) ORDER BY id DESC
+""")

@@ -67,3 +67,49 @@ def record_runs(tick_id: int, message_ids: Iterable[str], role: str) -> None:
         with control_engine().begin() as conn:
             conn.execute(text("INSERT INTO schedule_tick_runs (tick_id, message_id, role) VALUES (:i, :m, :r) "
                               "ON CONFLICT DO NOTHING"), rows)
+
+
+# -- reads of the operator console -------------------------------------------------------
+# The tick that produced a run (its dispatcher run or one of its per-tenant runs).
+TICK_OF_MESSAGE = text("""
+SELECT t.id, t.schedule_name, t.tick_at, t.status, t.enqueued_at, t.catch_up, t.error, l.role
+  FROM schedule_tick_runs l JOIN schedule_ticks t ON t.id = l.tick_id
+ WHERE l.message_id = :m
+""")
+
+# The last ``:n`` ticks of each named schedule in any status (``uq_schedule_ticks_schedule_tick``
+# serves each LATERAL probe), with the outcome of the runs each produced.
+RECENT_TICKS = text("""
+SELECT s.name AS schedule_name, t.id, t.tick_at, t.status, t.enqueued_at, t.catch_up, t.error,
+       count(r.id) AS runs,
+       count(r.id) FILTER (WHERE r.resolution = 'COMPLETED') AS completed,
+       count(r.id) FILTER (WHERE r.status = 'FINISHED' AND r.resolution <> 'COMPLETED') AS failed,
+       count(r.id) FILTER (WHERE r.status <> 'FINISHED') AS open,
+       count(l.message_id) - count(r.id) AS unrecorded
+  FROM unnest(CAST(:names AS text[])) AS s(name)
+ CROSS JOIN LATERAL (
+       SELECT id, tick_at, status, enqueued_at, catch_up, error FROM schedule_ticks
+        WHERE schedule_name = s.name ORDER BY tick_at DESC LIMIT :n) t
+  LEFT JOIN schedule_tick_runs l ON l.tick_id = t.id
+  LEFT JOIN job_runs r ON r.message_id = l.message_id
+ GROUP BY s.name, t.id, t.tick_at, t.status, t.enqueued_at, t.catch_up, t.error
+ ORDER BY s.name, t.tick_at DESC
+""")
+
+
+def tick_of_message(message_id: str) -> dict[str, object] | None:
+    """The schedule tick that produced the run of ``message_id`` (None: not scheduled)."""
+    with control_engine().connect() as conn:
+        row = conn.execute(TICK_OF_MESSAGE, {"m": message_id}).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def recent_ticks(names: list[str], per_schedule: int = 10) -> dict[str, list[dict[str, object]]]:
+    """The last ``per_schedule`` ticks of each schedule, newest first, with run outcomes."""
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in names}
+    if not names:
+        return out
+    with control_engine().connect() as conn:
+        for row in conn.execute(RECENT_TICKS, {"names": names, "n": per_schedule}).mappings():
+            out[str(row["schedule_name"])].append(dict(row))
+    return out

@@ -55,6 +55,8 @@ class TenantInfo:
     database_url: str
     active: bool
     status: str = READY
+    # Why provisioning failed (one line, secrets masked by describe_error); None when fine.
+    provision_error: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -63,7 +65,7 @@ class TenantInfo:
 
 
 def _info(t: Tenant) -> TenantInfo:
-    return TenantInfo(t.id, t.slug, t.name, t.product, t.database_url, t.active, t.status)
+    return TenantInfo(t.id, t.slug, t.name, t.product, t.database_url, t.active, t.status, t.provision_error)
 
 
 def validate_slug(slug: str) -> str:

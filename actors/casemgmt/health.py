@@ -102,3 +102,20 @@ def run_health_checks(session: Session, now: datetime, *, job_message_id: str | 
     run.finished_at = now
     session.commit()
     return run.id
+
+
+# The latest finished run's results per check (the operator console's tenants page).
+LATEST_RESULTS = text("""
+SELECT r.check_name, count(*) FILTER (WHERE r.status = 'fail') AS failing, count(*) FILTER (WHERE r.status = 'error')
+       AS errored, COALESCE(sum(r.failing_count), 0) AS failing_rows, run.id AS run_id, run.finished_at
+  FROM casemgmt.health_check_runs run JOIN casemgmt.health_check_results r ON r.run_id = run.id
+ WHERE run.id = (SELECT max(id) FROM casemgmt.health_check_runs WHERE finished_at IS NOT NULL)
+ GROUP BY r.check_name, run.id, run.finished_at
+ ORDER BY r.check_name
+""")
+
+
+def latest_results(conn: Any) -> list[dict[str, Any]]:
+    """Per check of the latest finished health-check run: agencies failing or erroring,
+    offending rows, and when the run finished (empty if no run finished yet)."""
+    return [dict(r) for r in conn.execute(LATEST_RESULTS).mappings()]

@@ -61,8 +61,8 @@ def test_no_secret_literals_in_the_file() -> None:
 
 def test_services_and_commands() -> None:
     services = rendered()["services"]
-    assert set(services) == {"redis", "postgres", "migrations", "worker", "scheduler", "exporter", "prometheus",
-                             "grafana"}
+    assert set(services) == {"redis", "postgres", "migrations", "worker", "scheduler", "exporter", "console",
+                             "prometheus", "grafana"}
     redis = services["redis"]["command"]
     assert redis[redis.index("--appendonly") + 1] == "yes"
     assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
