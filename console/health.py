@@ -106,7 +106,7 @@ def read_overview(console: Any) -> Overview:
     client, keys = broker.client, broker.keys
     ov = Overview(schedules_active=s.schedules_active)
     with console.control().connect() as conn:
-        ledger: LedgerSnapshot = read_ledger(conn, EXPORTER_WINDOW_S)
+        ledger: LedgerSnapshot = read_ledger(conn, EXPORTER_WINDOW_S, s.redis_namespace)
         ticks = read_ticks(conn, [sc.name for sc in all_schedules()])
     depths = queue_depths(client, keys, broker.get_declared_queues())
     oldest: dict[str, float] = {}

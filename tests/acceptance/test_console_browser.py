@@ -24,7 +24,10 @@ pytestmark = pytest.mark.acceptance
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-IMAGES = ROOT / "docs" / "images"
+# Screenshots are test artifacts (under the test's tmp dir); CONSOLE_SCREENSHOTS=docs writes
+# them to docs/images/ instead, which is how the documentation's pictures are refreshed.
+IMAGES = ROOT / "docs" / "images" if os.environ.get("CONSOLE_SCREENSHOTS") == "docs" else \
+    Path(os.environ.get("CONSOLE_SCREENSHOTS", "/tmp/console-screenshots"))
 TIMEOUT_MS = 20_000
 
 
@@ -81,7 +84,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str, *, full_page: bool = True) -> None:
-    """A screenshot of the current page, kept as docs/images/console-<name>.png."""
+    """A screenshot of the current page, kept as <IMAGES>/console-<name>.png."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / f"console-{name}.png"), full_page=full_page)
 
