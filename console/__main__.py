@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -29,9 +30,18 @@ def serve(host: str | None, port: int | None) -> int:
         return 2
     host, port = host or settings.console_host, port or settings.console_port
     logging.getLogger("console").info("Console listening on http://%s:%s/", host, port)
-    # waitress handles SIGTERM/SIGINT by closing its sockets and returning.
-    waitress.serve(app, host=host, port=port, threads=settings.console_threads, ident="jobs-console",
-                   channel_timeout=60, cleanup_interval=30)
+    # Explicit handlers: a console started in the background by a shell inherits SIGINT
+    # ignored, and Ctrl-C (or docker stop's SIGTERM) must still end it within seconds.
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        waitress.serve(app, host=host, port=port, threads=settings.console_threads, ident="jobs-console",
+                       channel_timeout=60, cleanup_interval=30)
+    except KeyboardInterrupt:
+        logging.getLogger("console").info("Console stopping")
     return 0
 
 

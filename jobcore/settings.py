@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
 
 from jobcore.errors import ConfigurationError
 
@@ -52,7 +56,7 @@ class Settings:
     """Every knob of the platform. Field name upper-cased is the environment variable."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/test"
+    database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/jobplatform"
     # Prefix of every Redis key the broker and the platform write; lets tests and
     # several deployments share one Redis.
     redis_namespace: str = "dramatiq"
@@ -217,10 +221,11 @@ class Settings:
     console_anonymous_role: str = ""
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: ``os.environ``); bad values raise
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the ``.env`` file, see
+        :func:`env_file`, overlaid by ``os.environ``); bad values raise
         :class:`ConfigurationError` naming the variable."""
-        env = os.environ if environ is None else environ
+        env = process_environment() if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
             key = f.name.upper()
@@ -286,6 +291,31 @@ class Settings:
     def schedules_active(self) -> bool:
         """Production schedules fire outside development, or when explicitly enabled."""
         return self.schedules_enabled or not self.dev_env
+
+
+def env_file() -> Path | None:
+    """The ``.env`` file every process and command reads: ``JOBS_ENV_FILE`` if set (empty:
+    none), else ``.env`` in the current directory, else in the repository root. ``.ci/up``
+    writes the settings it chose there, so a second shell needs nothing exported."""
+    configured = os.environ.get("JOBS_ENV_FILE")
+    if configured is not None:
+        return Path(configured) if configured else None
+    for candidate in (Path.cwd() / ".env", Path(__file__).resolve().parent.parent / ".env"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def process_environment() -> dict[str, str]:
+    """The ``.env`` file's values overlaid by the real environment (which wins)."""
+    path = env_file()
+    values: dict[str, str] = {}
+    if path is not None and path.is_file():
+        try:
+            values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    return {**values, **os.environ}
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -90,18 +91,19 @@ class TickScheduler(Scheduler):
         next_date = min(a.options["periodic"].next_valid_date(_periodiq_now()) for a in self.actors)
         return max(0.0, (next_date - pendulum.now()).total_seconds())
 
-    def loop(self) -> None:
-        """Run passes forever. ``time.sleep`` counts on the monotonic clock, so a scheduler
-        that was frozen (SIGSTOP, a VM pause) wakes at once and its catch-up records the
-        ticks it missed; a failing pass is logged and the loop goes on."""
-        while True:
+    def loop(self, stop: threading.Event | None = None) -> None:
+        """Run passes until ``stop`` is set. The wait counts on the monotonic clock, so a
+        scheduler that was frozen (SIGSTOP, a VM pause) wakes at once and its catch-up
+        records the ticks it missed; a failing pass is logged and the loop goes on."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
             try:
                 self.schedule()
                 delay = self.seconds_to_next()
             except Exception:
                 log.exception("Scheduler pass failed; retrying in 1 s")
                 delay = 1.0
-            time.sleep(max(0.05, min(delay, 60.0)))
+            stop.wait(max(0.05, min(delay, 60.0)))
 
     def catch_up(self) -> None:
         """Send due ticks that no scheduler sent (within grace); record older ones MISSED."""
@@ -150,13 +152,30 @@ def heartbeat_forever(broker: Any, scheduler_id: str, interval_s: float = 5.0) -
         time.sleep(interval_s)
 
 
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM. Installed explicitly: a process started in the
+    background by a shell inherits SIGINT *ignored*, and Ctrl-C must still stop it."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("Scheduler stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
 def run(broker: Any, settings: Any) -> int:
-    """The scheduler loop over ``broker``'s periodic actors (``python -m periodic run``)."""
+    """The scheduler loop over ``broker``'s periodic actors (``python -m periodic run``);
+    returns once SIGINT or SIGTERM arrives (the tick in progress is finished first)."""
+    stop = stop_on_signals()
     broker.ping()
     if not settings.schedules_active:
         log.warning("Scheduler %s idle: schedules are disabled (DEV_ENV=1 and SCHEDULES_ENABLED is not set)",
                     os.getpid())
-        threading.Event().wait()
+        stop.wait()
+        return 0
     scheduler = TickScheduler([a for a in broker.actors.values() if "periodic" in a.options])
     scheduler.actors = [entry[1] for entry in scheduler.schedules.values()]
     threading.Thread(target=heartbeat_forever, args=(broker, scheduler.scheduler_id), daemon=True,
@@ -164,6 +183,8 @@ def run(broker: Any, settings: Any) -> int:
     log.info("Scheduler %s started with %d schedules", scheduler.scheduler_id, len(scheduler.schedules))
     if not scheduler.actors:
         log.warning("Scheduler %s has no schedules to run", scheduler.scheduler_id)
-        threading.Event().wait()
-    scheduler.loop()
+        stop.wait()
+        return 0
+    scheduler.loop(stop)
+    log.info("Scheduler %s stopped", scheduler.scheduler_id)
     return 0

@@ -113,3 +113,19 @@ def recent_ticks(names: list[str], per_schedule: int = 10) -> dict[str, list[dic
         for row in conn.execute(RECENT_TICKS, {"names": names, "n": per_schedule}).mappings():
             out[str(row["schedule_name"])].append(dict(row))
     return out
+
+
+LAST_TICKS = text("""
+SELECT DISTINCT ON (t.schedule_name) t.schedule_name, t.tick_at, t.status,
+       (SELECT string_agg(DISTINCT coalesce(j.resolution, j.status), ',')
+          FROM schedule_tick_runs r JOIN job_runs j ON j.message_id = r.message_id
+         WHERE r.tick_id = t.id) AS outcome
+  FROM schedule_ticks t
+ ORDER BY t.schedule_name, t.tick_at DESC
+""")
+
+
+def last_ticks() -> dict[str, dict[str, object]]:
+    """Per schedule, its newest tick with its status and the outcomes of its runs."""
+    with control_engine().connect() as conn:
+        return {r["schedule_name"]: dict(r) for r in conn.execute(LAST_TICKS).mappings()}

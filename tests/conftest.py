@@ -48,6 +48,8 @@ TEST_ENV = {
     "LEDGER_LEASE_MS": "1000",
     "POSTHOG_API_KEY": "",
     "DEV_ENV": "1",
+    # A developer's .env (written by .ci/up) must not leak into the tests.
+    "JOBS_ENV_FILE": "",
     # Test schedules (seconds-scale cadences) are declared next to the production ones.
     "EXTRA_SCHEDULES_MODULE": "tests.support.periodic_schedules",
 }

@@ -25,9 +25,12 @@ def jobctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_every_command_has_help():
     for command in ("runs", "run", "retry", "revoke", "queues", "dead-letters", "prune", "reconcile", "schedules",
-                    "tenants", "demo"):
+                    "tenants", "demo", "console", "completion"):
         out = jobctl(command, "--help")
-        assert "usage: jobctl " + command in out.stdout
+        assert "Usage: jobctl " + command in out.stdout
+    for sub in ("list", "create", "migrate", "budget"):
+        assert "Usage: jobctl tenants " + sub in jobctl("tenants", sub, "--help").stdout
+    assert "_JOBCTL_COMPLETE" in jobctl("completion", "bash").stdout
 
 
 def test_runs_run_retry_and_revoke(broker, start_worker):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def tenancy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tenancy", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", "tenants", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}, timeout=120)
 
 

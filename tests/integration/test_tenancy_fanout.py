@@ -72,6 +72,7 @@ def test_fan_out_over_50_tenants_with_one_down_stays_within_the_connection_budge
                       "TENANT_CONNECTION_BUDGET": str(budget)})
     peak = 0
     stop = threading.Event()
+    databases = [t.database_url.rsplit("/", 1)[1] for t in tenants]
 
     def sample() -> None:
         nonlocal peak
@@ -79,8 +80,10 @@ def test_fan_out_over_50_tenants_with_one_down_stays_within_the_connection_budge
 
         while not stop.is_set():
             with control_engine().connect() as conn:
+                # Only this test's tenant databases: other test runs may share the server.
                 n = conn.execute(text("SELECT count(*) FROM pg_stat_activity "
-                                      "WHERE application_name = 'jobplatform-tenant'")).scalar_one()
+                                      "WHERE application_name = 'jobplatform-tenant' AND datname = ANY(:dbs)"),
+                                 {"dbs": databases}).scalar_one()
             peak = max(peak, int(n))
             time.sleep(0.02)
 

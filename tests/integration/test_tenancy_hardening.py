@@ -21,7 +21,7 @@ PASSWORD = "S3cretPw-7d1e"  # trust authentication ignores it; it must never be 
 
 
 def tenancy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tenancy", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", "tenants", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}, timeout=120)
 
 
@@ -183,7 +183,7 @@ def test_cli_errors_are_one_masked_line(db_names: list[str]) -> None:
     assert_one_masked_line(unreachable, "not provisioned")
 
     control_down = subprocess.run(
-        [sys.executable, "-m", "tenancy", "create", "x", "--name", "X", "--product", "escrow"], cwd=ROOT,
+        [sys.executable, "-m", "cli", "tenants", "create", "x", "--name", "X", "--product", "escrow"], cwd=ROOT,
         capture_output=True, text=True, timeout=120,
         env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), "DATABASE_URL": with_password("control", port=1)})
     assert_one_masked_line(control_down, "error:")

@@ -86,4 +86,4 @@ def test_compose_publishes_the_console_on_loopback_only() -> None:
 def test_jobctl_has_a_console_command() -> None:
     out = subprocess.run([sys.executable, "-m", "cli", "console", "--help"], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
-    assert out.returncode == 0 and "usage: jobctl console" in out.stdout and "--port" in out.stdout
+    assert out.returncode == 0 and "Usage: jobctl console" in out.stdout and "--port" in out.stdout

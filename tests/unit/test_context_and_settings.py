@@ -62,3 +62,20 @@ def test_mask_url():
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("postgresql://u:p@db/x") == "postgresql://u:***@db/x"
     assert mask_url("redis://h:6379") == "redis://h:6379"
+
+
+def test_the_env_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    """What .ci/up writes to .env is what every process and jobctl read; an exported
+    variable still overrides it."""
+    from jobcore.settings import Settings
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("# written by .ci/up\nREDIS_NAMESPACE=from-file\nMAX_RETRIES='5'\n")
+    monkeypatch.setenv("JOBS_ENV_FILE", str(env_file))
+    monkeypatch.delenv("REDIS_NAMESPACE", raising=False)
+    monkeypatch.delenv("MAX_RETRIES", raising=False)
+    assert (Settings.from_env().redis_namespace, Settings.from_env().max_retries) == ("from-file", 5)
+    monkeypatch.setenv("MAX_RETRIES", "1")
+    assert Settings.from_env().max_retries == 1
+    monkeypatch.setenv("JOBS_ENV_FILE", "")
+    assert Settings.from_env().redis_namespace == "dramatiq"

@@ -77,9 +77,10 @@ def test_dev_env_gating():
 
 
 def test_budget_command(capsys):
-    from tenancy.__main__ import main
+    from cli.main import main
 
-    assert main(["budget", "--processes", "4", "--threads", "8", "--tenants", "1000"]) == 0  # defaults: 8 x 2, 64
+    # defaults: cache 8 x pool 2 per process, budget 64
+    assert main(["tenants", "budget", "--processes", "4", "--threads", "8", "--tenants", "1000"]) == 0
     assert "at most 16 tenant connections per process, 64 in total" in capsys.readouterr().out
-    assert main(["budget", "--processes", "5", "--tenants", "40"]) == 1
+    assert main(["tenants", "budget", "--processes", "5", "--tenants", "40"]) == 1
     assert "OVER BUDGET" in capsys.readouterr().out
