@@ -1,7 +1,8 @@
 """Domain reads in each tenant's database. Escrow: the report queue (and requests
 failed for good), Huntington batches/items in a non-final state and FAILED ones, the
-latest balance check's findings, overdue DR auto-approvals. Case management: the latest
-health-check run and each connected mailbox's sync failure streak. Labels carry ids only."""
+latest balance check's findings, overdue DR auto-approvals, refused outbox notifications.
+Case management: the latest health-check run, each connected mailbox's sync failure streak,
+refused notifications. Labels carry ids only."""
 
 from __future__ import annotations
 
@@ -63,6 +64,18 @@ DR_OVERDUE = text("""
     SELECT count(*), EXTRACT(EPOCH FROM now() - min(auto_authorize_at))
       FROM disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :cutoff
 """)
+# The escrow outbox (ix_notifications_pending, ix_notifications_failed): refused at least
+# once and still retrying, or refused on every attempt (FAILED, until an operator requeues).
+ESCROW_NOTIFICATIONS = text("""
+    SELECT CASE WHEN status = 'FAILED' THEN 'failed' ELSE 'retrying' END, count(*)
+      FROM notifications WHERE status = 'FAILED' OR (status = 'PENDING' AND attempts > 0) GROUP BY 1
+""")
+# The agency outbox (ix_notifications_unsent): unsent rows that were charged a failure.
+CASEMGMT_NOTIFICATIONS = text("""
+    SELECT CASE WHEN attempts >= :max THEN 'failed' ELSE 'retrying' END, count(*)
+      FROM casemgmt.notifications WHERE sent_at IS NULL AND attempts > 0 GROUP BY 1
+""")
+NOTIFICATION_STATES = ("retrying", "failed")
 MAILBOXES = text("""
     SELECT id, EXTRACT(EPOCH FROM now() - failing_since) FROM casemgmt.mailboxes WHERE status = 'connected'
 """)
@@ -83,6 +96,9 @@ class DomainSnapshot:
     health: dict[tuple[int, str], int] = field(default_factory=dict)  # (tenant, check) -> failing rows
     # (tenant, mailbox id) -> seconds since its current failure streak began (None: healthy)
     mailboxes: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    # (tenant, retrying|failed) -> notifications of each product's outbox
+    escrow_notifications: dict[tuple[int, str], int] = field(default_factory=dict)
+    casemgmt_notifications: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 class TenantEngines:
@@ -137,6 +153,18 @@ def _health_check_names() -> tuple[str, ...]:
 
 
 HEALTH_CHECK_NAMES = _health_check_names()
+
+
+def _casemgmt_notification_attempts() -> int:
+    try:
+        from actors.casemgmt.notifications import MAX_ATTEMPTS
+
+        return int(MAX_ATTEMPTS)
+    except Exception:  # the exporter still works without the case-management package
+        return 5
+
+
+CASEMGMT_NOTIFICATION_ATTEMPTS = _casemgmt_notification_attempts()
 
 
 def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: int, snap: DomainSnapshot,
@@ -199,12 +227,16 @@ def read_domain(engines: TenantEngines, statement_timeout_ms: int, *, dr_grace_s
         snap.below_minimum[tenant_id] = int(conn.execute(BALANCE_FINDINGS).scalar_one())
         n, age = conn.execute(DR_OVERDUE, {"cutoff": cutoff}).one()
         snap.dr_overdue[tenant_id] = (int(n), float(age or 0))
+        for state, n in conn.execute(ESCROW_NOTIFICATIONS):
+            snap.escrow_notifications[(tenant_id, str(state))] = int(n)
 
     def casemgmt(conn: Any, tenant_id: int) -> None:
         for check, failing in conn.execute(HEALTH_LATEST):
             snap.health[(tenant_id, str(check))] = int(failing)
         for mailbox_id, failing_s in conn.execute(MAILBOXES):
             snap.mailboxes[(tenant_id, int(mailbox_id))] = None if failing_s is None else float(failing_s)
+        for state, n in conn.execute(CASEMGMT_NOTIFICATIONS, {"max": CASEMGMT_NOTIFICATION_ATTEMPTS}):
+            snap.casemgmt_notifications[(tenant_id, str(state))] = int(n)
 
     _read_tenants("escrow", engines, statement_timeout_ms, snap, snap.tenants, escrow)
     _read_tenants("casemgmt", engines, statement_timeout_ms, snap, snap.casemgmt_tenants, casemgmt)

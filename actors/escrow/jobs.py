@@ -16,7 +16,7 @@ from actors.escrow.dr_approval import approve_due_requests
 from actors.escrow.huntington import BatchBusy, process_batch
 from actors.escrow.huntington_heal import heal_batches
 from actors.escrow.huntington_ops import resend_unsent_items
-from actors.escrow.mail import SmtpSender
+from actors.escrow.mail import SmtpSender, requeue_failed_notifications
 from actors.escrow.offsite import mark_users_offsite
 from actors.escrow.reminders import send_balance_reminders, send_close_reminders
 from actors.escrow.reports import process_reports, requeue_failed_reports
@@ -97,6 +97,15 @@ def requeue_failed_report_requests(operator: str, request_ids: list[int] | None 
     """Operator: put report requests that failed for good (status 4) back in the queue."""
     with tenant_session(current_tenant_id()) as session:
         return {"requeued": requeue_failed_reports(session, operator=operator, request_ids=request_ids)}
+
+
+@dramatiq.actor(actor_name="requeue_failed_escrow_notifications", queue_name=QUEUE, max_retries=0)
+def requeue_failed_escrow_notifications(notification_ids: list[int] | None = None) -> dict[str, Any]:
+    """Operator: put outbox notifications that were refused on every attempt (FAILED) back
+    in the outbox, once the address or mailbox is fixed; the next run that delivers the
+    outbox sends them."""
+    with tenant_session(current_tenant_id()) as session:
+        return {"requeued": requeue_failed_notifications(session, notification_ids)}
 
 
 @dramatiq.actor(actor_name="job_aws_status_check", queue_name=QUEUE, max_retries=0)
