@@ -31,8 +31,10 @@ TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
 
 
 def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | None,
-             dispatcher_message_id: str | None = None) -> dict[str, Any]:
-    """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
+             dispatcher_message_id: str | None = None, scheduled_at: str | None = None) -> dict[str, Any]:
+    """Fan ``schedule.target`` out over its tenants for one tick; returns a summary. Each
+    run's JobContext ``extra`` names the schedule, the tick and its nominal time
+    (``scheduled_at``), so a run caught up late still knows which day it is for."""
     if tick_id is not None and dispatcher_message_id is not None:
         # The scheduler links its message after the send; link it here too, so a
         # scheduler that dies between the send and that write leaves no unlinked run.
@@ -59,6 +61,8 @@ def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | Non
             continue
         ctx = base.with_tenant(tenant.id).to_dict()
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
+        if scheduled_at:
+            ctx["extra"]["scheduled_at"] = scheduled_at
         message = target.message_with_options(job_context=ctx)
         messages.append(message.copy(message_id=message_id))
     sent = broker.enqueue_many(messages)
@@ -70,8 +74,10 @@ def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | Non
 def _declare(broker: PlatformRedisBroker, schedule: Schedule) -> None:
     def run() -> dict[str, Any]:
         message = CurrentMessage.get_current_message()
-        tick_id = message.options.get("schedule_tick_id") if message is not None else None
-        return dispatch(broker, schedule, tick_id, message.message_id if message is not None else None)
+        if message is None:
+            return dispatch(broker, schedule, None)
+        return dispatch(broker, schedule, message.options.get("schedule_tick_id"), message.message_id,
+                        message.options.get("scheduled_at"))
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
     options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}

@@ -4,6 +4,7 @@ from settings and call the domain function. Names are the seed's (schedules targ
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,9 +22,11 @@ from actors.escrow.offsite import mark_users_offsite
 from actors.escrow.reminders import send_balance_reminders, send_close_reminders
 from actors.escrow.reports import process_reports, requeue_failed_reports
 from actors.escrow.tenant import current_tenant_id, tenant_session
-from jobcore.context import current_message_id
+from jobcore.context import current_context, current_message_id
 from jobcore.settings import get_settings
 from periodic.schedules import ET
+
+log = logging.getLogger(__name__)
 
 QUEUE = "escrow"
 #: Money moves on its own queue, so a backlog of reports never delays a payment batch.
@@ -46,7 +49,15 @@ MONEY: dict[str, Any] = {"queue_name": PAYMENTS_QUEUE, "max_age": 0, "interrupti
 
 
 def _today() -> dt.date:
-    """Today in the schedules' time zone (the seed's dates are Eastern)."""
+    """The day this run is for, in the schedules' time zone (the seed's dates are Eastern):
+    its tick's day when a schedule sent it (a tick caught up after midnight still does its
+    own day's reminders), else today."""
+    scheduled = current_context().extra.get("scheduled_at")
+    if scheduled:
+        try:
+            return dt.datetime.fromisoformat(str(scheduled)).astimezone(ZoneInfo(ET)).date()
+        except ValueError:
+            log.warning("unreadable scheduled_at %r in the job context; using today", scheduled)
     return dt.datetime.now(ZoneInfo(ET)).date()
 
 
