@@ -1,7 +1,8 @@
 """The periodic dispatcher actors, one per schedule (declared from the schedule data).
 
 The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
-target actor out over the tenants of its product. A target that is not declared when
+target actor out over the tenants of its product (``fan_out="platform"``: one run with no
+tenant, plus one per tenant of the product with its own storage). A target that is not declared when
 the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out
 message ids are derived from (tick, tenant), so a retried or redelivered dispatcher
 never sends a tenant's run twice: tenants already linked to the tick are skipped, and
@@ -21,7 +22,7 @@ from jobcore.broker import PlatformRedisBroker
 from jobcore.context import current_context
 from jobcore.errors import UnknownActor
 from periodic.cadence import EverySeconds
-from periodic.schedules import Schedule, all_schedules
+from periodic.schedules import FAN_OUT_PLATFORM, Schedule, all_schedules
 from periodic.ticks import mark_failed, record_runs, tick_message_ids
 from tenancy.registry import list_tenants
 
@@ -54,12 +55,19 @@ def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | Non
     base = current_context()
     messages = []
     skipped = 0
-    for tenant in list_tenants(product=schedule.product):
-        message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{tenant.id}")) if tick_id else str(uuid.uuid4())
+    tenants = list_tenants(product=schedule.product)
+    # (key of the message id, tenant id or None for the platform run)
+    runs: list[tuple[str, int | None]]
+    if schedule.fan_out == FAN_OUT_PLATFORM:
+        runs = [("platform", None)] + [(str(t.id), t.id) for t in tenants if t.has_own_storage]
+    else:
+        runs = [(str(t.id), t.id) for t in tenants]
+    for key, tenant_id in runs:
+        message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{key}")) if tick_id else str(uuid.uuid4())
         if message_id in done:
             skipped += 1
             continue
-        ctx = base.with_tenant(tenant.id).to_dict()
+        ctx = (base.with_tenant(tenant_id) if tenant_id is not None else base).to_dict()
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
         if scheduled_at:
             ctx["extra"]["scheduled_at"] = scheduled_at

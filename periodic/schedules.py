@@ -40,6 +40,11 @@ ET = "America/New_York"
 CATCH_UP_GRACE = "grace"
 CATCH_UP_PERIOD = "period"
 CATCH_UP_POLICIES = (CATCH_UP_GRACE, CATCH_UP_PERIOD)
+#: Fan-out: one run per active tenant of the product, or one platform-wide run (no tenant)
+#: plus one per tenant of the product that has its own storage (tenants.storage).
+FAN_OUT_TENANTS = "tenants"
+FAN_OUT_PLATFORM = "platform"
+FAN_OUTS = (FAN_OUT_TENANTS, FAN_OUT_PLATFORM)
 # A Sunday; the 3-day balance reminders count their cadence from it.
 BALANCE_REMINDER_ANCHOR = date(2026, 1, 4)
 
@@ -58,11 +63,14 @@ class Schedule:
     max_runtime: timedelta     # a tick running longer than this is stuck
     description: str = ""
     catch_up: str = CATCH_UP_GRACE  # "grace" | "period" (module docstring)
+    fan_out: str = FAN_OUT_TENANTS  # "tenants" | "platform" (FAN_OUT_* above)
 
     def __post_init__(self) -> None:
         if self.catch_up not in CATCH_UP_POLICIES:
             raise ValueError(f"schedule {self.name}: catch_up must be one of {CATCH_UP_POLICIES}, "
                              f"not {self.catch_up!r}")
+        if self.fan_out not in FAN_OUTS:
+            raise ValueError(f"schedule {self.name}: fan_out must be one of {FAN_OUTS}, not {self.fan_out!r}")
 
 
 def _email_sync_minutes() -> int:
@@ -98,10 +106,12 @@ def production_schedules() -> list[Schedule]:
         # Grace: the every-minute run works through the whole queue; the next one does it.
         Schedule("report_generation", "periodic_report_generation", "job_report_generation", every_minutes(1),
                  "escrow", "CRITICAL", 3 * m, 10 * m, "Process pending report requests", catch_up=grace),
-        # Grace: a status older than the next check's is worthless.
+        # Grace: a status older than the next check's is worthless. Platform: S3, CloudFront and
+        # the dashboard are the platform's, so one probe and one post per tick, plus one per
+        # tenant with its own storage (not one per tenant, N identical probes).
         Schedule("aws_status_check", "periodic_aws_status_check", "job_aws_status_check", every_minutes(5),
                  "escrow", "MEDIUM", 5 * m, 4 * m, "S3/CloudFront connectivity to the status dashboard",
-                 catch_up=grace),
+                 catch_up=grace, fan_out=FAN_OUT_PLATFORM),
         Schedule("user_offsite_tracking", "periodic_user_offsite_tracking", "job_user_offsite_tracking",
                  every_minutes(30), "escrow", "LOW", 15 * m, 10 * m, "Mark users off-site, clear viewing caches",
                  catch_up=grace),
@@ -152,5 +162,5 @@ def by_name(name: str) -> Schedule:
     raise KeyError(name)
 
 
-__all__ = ["CATCH_UP_GRACE", "CATCH_UP_PERIOD", "Cron", "EveryNDays", "EverySeconds", "Schedule", "all_schedules",
-           "by_name", "every_minutes", "production_schedules"]
+__all__ = ["CATCH_UP_GRACE", "CATCH_UP_PERIOD", "FAN_OUT_PLATFORM", "FAN_OUT_TENANTS", "Cron", "EveryNDays",
+           "EverySeconds", "Schedule", "all_schedules", "by_name", "every_minutes", "production_schedules"]

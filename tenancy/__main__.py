@@ -1,4 +1,4 @@
-"""Tenant commands: ``python -m tenancy create|migrate|list|budget`` (``--help`` on each)."""
+"""Tenant commands: ``python -m tenancy create|migrate|list|budget|storage`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import json
 import sys
 
 from jobcore.settings import mask_url
-from tenancy.registry import create_tenant, describe_error, list_tenants, migrate_tenant_database
+from tenancy.registry import (
+    create_tenant,
+    describe_error,
+    get_tenant,
+    list_tenants,
+    migrate_tenant_database,
+    set_storage,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, required=True, help="worker processes, all hosts together")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process")
     p.add_argument("--tenants", type=int, help="default: the active tenants in the registry")
+    p = sub.add_parser("storage", help="give a tenant its own S3 bucket / CloudFront URL (its own status check)")
+    p.add_argument("tenant_id", type=int)
+    p.add_argument("--s3-bucket")
+    p.add_argument("--s3-endpoint-url")
+    p.add_argument("--cloudfront-url")
+    p.add_argument("--aws-region")
+    p.add_argument("--clear", action="store_true", help="back to the platform's storage")
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
@@ -44,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             budget = compute(get_settings(), processes=args.processes, threads=args.threads, tenants=tenants)
             print(budget.describe())
             return 0 if budget.fits else 1
+        elif args.command == "storage":
+            values = {k: getattr(args, k) for k in ("s3_bucket", "s3_endpoint_url", "cloudfront_url", "aws_region")
+                      if getattr(args, k)}
+            t = set_storage(get_tenant(args.tenant_id).id, None if args.clear else values)
+            print(f"tenant {t.id} {t.slug}: " + (", ".join(f"{k}={v}" for k, v in t.storage) or "platform storage"))
         elif args.command == "migrate":
             failed = 0
             for t in list_tenants(active_only=not args.include_inactive):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import dramatiq
 
-from actors.escrow.aws_status import make_http_session, make_s3_client, run_status_check
+from actors.escrow.aws_status import make_http_session, make_s3_client, run_status_check, storage_settings
 from actors.escrow.balance import check_minimum_balances
 from actors.escrow.bank_gateway import BankGatewayClient
 from actors.escrow.dr_approval import approve_due_requests
@@ -25,6 +25,7 @@ from actors.escrow.tenant import current_tenant_id, tenant_session
 from jobcore.context import current_context, current_message_id
 from jobcore.settings import get_settings
 from periodic.schedules import ET
+from tenancy.registry import get_tenant
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +123,19 @@ def requeue_failed_escrow_notifications(notification_ids: list[int] | None = Non
 @dramatiq.actor(actor_name="job_aws_status_check", queue_name=QUEUE, max_retries=0)
 def job_aws_status_check() -> dict[str, Any]:
     """Probe S3 and CloudFront and post the status to the dashboard (runs every 5 minutes,
-    so a failed run is not retried: the next one reports fresher data)."""
-    tenant_id = current_tenant_id()
-    with tenant_session(tenant_id) as session, make_http_session() as http:
-        status = run_status_check(session, s3=make_s3_client(), http=http, tenant_id=tenant_id)
-    return {"s3_ok": status.s3_ok, "cloudfront_ok": status.cloudfront_ok}
+    so a failed run is not retried: the next one reports fresher data). Without a tenant:
+    the platform's storage (what the schedule sends once per tick); for a tenant: its own
+    storage if it has one (the schedule sends those too), else the platform's."""
+    tenant_id = current_context().tenant_id
+    if tenant_id is None:
+        with make_http_session() as http:
+            status = run_status_check(None, s3=make_s3_client(), http=http)
+    else:
+        settings = storage_settings(get_settings(), dict(get_tenant(tenant_id).storage))
+        with tenant_session(tenant_id) as session, make_http_session(settings) as http:
+            status = run_status_check(session, s3=make_s3_client(settings), http=http, settings=settings,
+                                      tenant_id=tenant_id)
+    return {"tenant_id": tenant_id, "s3_ok": status.s3_ok, "cloudfront_ok": status.cloudfront_ok}
 
 
 @dramatiq.actor(actor_name="job_user_offsite_tracking", queue_name=QUEUE)
