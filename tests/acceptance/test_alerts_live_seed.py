@@ -6,6 +6,7 @@ day's tick was claimed by a scheduler that died before sending it (ScheduleTickU
 CRITICAL from the schedule, and DRAutoApprovalOverdue on the data; SchedulerDown too). Each
 fires; then the worker finishes the batch, a report run empties the queue, and a scheduler
 started afterwards re-sends the tick, whose DR auto-approval the worker runs: all resolve.
+Last, the worker is killed: WorkersDown fires.
 
 Shortened for the test: scrape and evaluation every 1 s, every ``for:`` 2 s, the batch age
 threshold 1800 s -> 5 s, a claim is stale after 2 s (SCHEDULER_CLAIM_STALE_S)."""
@@ -77,9 +78,9 @@ def test_critical_seed_rows_fire_while_a_worker_runs_and_resolve_when_the_work_i
     # Due before the latest 06:00 ET run that is 2 h old: that run should have approved it.
     due = dr_overdue_cutoff(dt.datetime.now(dt.UTC), 7200) - dt.timedelta(hours=1)
     dr = add_dr(session, seeded.cases["b"], seeded.users["ip_b"], "900.00", due)
-    start_worker(env={"BANK_GATEWAY_URL": bank.url, "BANK_TIMEOUT": "60", "HTTP_DEADLINE": "60",
-                      "SMTP_HOST": picky_smtp.host, "SMTP_PORT": str(picky_smtp.port), "SMTP_TLS": "none"},
-                 threads=4)
+    worker = start_worker(env={"BANK_GATEWAY_URL": bank.url, "BANK_TIMEOUT": "60", "HTTP_DEADLINE": "60",
+                               "SMTP_HOST": picky_smtp.host, "SMTP_PORT": str(picky_smtp.port),
+                               "SMTP_TLS": "none"}, threads=4)
     env = {"SCHEDULES_ONLY": "dr_auto_approval", "SCHEDULES_ENABLED": "1", **STALE}
     _, port = start_exporter(env=env)
     _, prom = start_prometheus(f"127.0.0.1:{port}", _rules(tmp_path / "rules.yml"))
@@ -125,3 +126,8 @@ def test_critical_seed_rows_fire_while_a_worker_runs_and_resolve_when_the_work_i
     session.commit()
     wait_for(lambda: _active(prom) == {}, 60, interval=0.5, what=f"every alert to resolve (active: {_active(prom)})")
     session.close()
+
+    # --- and the worker itself goes: "Huntington transfers stuck" at its root ------------
+    worker.kill()
+    wait_for(lambda: any(a["labels"]["alertname"] == "WorkersDown" and a["state"] == "firing" for a in alerts(prom)),
+             60, interval=0.5, what="WorkersDown firing")
