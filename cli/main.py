@@ -57,9 +57,9 @@ def console_command(host: str | None, port: int | None) -> None:
 
 
 def _register() -> None:
-    from cli import demo, queues, runs, schedules, tenants
+    from cli import demo, domain, queues, runs, schedules, tenants
 
-    for module in (runs, queues, schedules, tenants, demo):
+    for module in (runs, queues, schedules, tenants, domain, demo):
         module.register(jobctl)
 
 

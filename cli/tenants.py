@@ -93,5 +93,23 @@ def budget(processes: int, threads: int, tenant_count: int | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+@tenants.command()
+@click.argument("tenant_id", type=int)
+@click.option("--s3-bucket")
+@click.option("--s3-endpoint-url")
+@click.option("--cloudfront-url")
+@click.option("--aws-region")
+@click.option("--clear", is_flag=True, help="back to the platform's storage")
+def storage(tenant_id: int, s3_bucket: str | None, s3_endpoint_url: str | None, cloudfront_url: str | None,
+            aws_region: str | None, clear: bool) -> None:
+    """Give a tenant its own S3 bucket / CloudFront URL (and so its own status check)."""
+    from tenancy.registry import get_tenant, set_storage
+
+    values = {k: v for k, v in (("s3_bucket", s3_bucket), ("s3_endpoint_url", s3_endpoint_url),
+                                ("cloudfront_url", cloudfront_url), ("aws_region", aws_region)) if v}
+    t = set_storage(get_tenant(tenant_id).id, None if clear else values)
+    click.echo(f"tenant {t.id} {t.slug}: " + (", ".join(f"{k}={v}" for k, v in t.storage) or "platform storage"))
+
+
 def register(group: click.Group) -> None:
     group.add_command(tenants)

@@ -142,6 +142,13 @@ class Settings:
     tenant_pool_mode: str = "lru"
     # --- scheduling ----------------------------------------------------------------
     email_sync_interval_min: int = 15
+    # A tick CLAIMED this long ago and still not sent (its scheduler died between the
+    # claim and the send) is re-sent by any live scheduler, and exported as unsent.
+    scheduler_claim_stale_s: float = 60.0
+    # Test-only (refused outside DEV_ENV=1): the scheduler's clock starts at this aware
+    # ISO-8601 instant and runs on from there, so a test can fire a production daily
+    # schedule's tick now (e.g. 05:59:57 America/New_York for dr_auto_approval).
+    scheduler_clock_start: str = ""
     # --- outbound e-mail (SMTP) --------------------------------------------------------
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -157,6 +164,10 @@ class Settings:
     smtp_ca_file: str = ""
     smtp_allow_plaintext_auth: bool = False
     smtp_timeout: float = 10.0
+    # Both products' notification outboxes: a message the SMTP server refused (or lost
+    # after connecting) waits this long, doubled per charged attempt (at most 6 h), before
+    # it is tried again. An SMTP server that cannot be reached charges no attempt.
+    notification_retry_backoff_s: float = 600.0
     # IMAP certificates are verified against this CA file when set (else the system's
     # CAs); whether a mailbox uses TLS is per mailbox (casemgmt.mailboxes).
     imap_ca_file: str = ""
@@ -273,6 +284,10 @@ class Settings:
             raise ConfigurationError("SMTP_TLS must be 'starttls', 'smtps' or 'none'")
         if self.http_deadline <= 0 or self.aws_connect_timeout <= 0 or self.aws_read_timeout <= 0:
             raise ConfigurationError("HTTP_DEADLINE, AWS_CONNECT_TIMEOUT and AWS_READ_TIMEOUT must be > 0")
+        if self.scheduler_clock_start and not self.dev_env:
+            raise ConfigurationError("SCHEDULER_CLOCK_START is for tests: it needs DEV_ENV=1")
+        if self.notification_retry_backoff_s < 0 or self.scheduler_claim_stale_s <= 0:
+            raise ConfigurationError("need NOTIFICATION_RETRY_BACKOFF_S >= 0 and SCHEDULER_CLAIM_STALE_S > 0")
         if self.aws_max_attempts < 1:
             raise ConfigurationError("AWS_MAX_ATTEMPTS must be >= 1")
         if not self.dev_env:

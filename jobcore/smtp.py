@@ -66,3 +66,23 @@ def open_smtp(transport: SmtpTransport) -> smtplib.SMTP:
         client.close()
         raise
     return client
+
+
+def is_message_refusal(exc: BaseException) -> bool:
+    """True when the server refused this one message (a recipient, its content or size)
+    rather than the connection, our account or the sender address: the next message may
+    still go through, so an outbox charges this row and goes on.
+
+    Every recipient refused (``SMTPRecipientsRefused``, 4xx or 5xx: a mailbox full or
+    unknown is that recipient's state) and a 5xx reply to the message (``SMTPDataError``)
+    are refusals. A refused sender, HELO or login concerns every message; a 4xx reply to
+    DATA (421, 451) is the server's temporary state; a dropped connection or a time-out
+    is the network's."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return True
+    if isinstance(exc, smtplib.SMTPSenderRefused | smtplib.SMTPHeloError | smtplib.SMTPAuthenticationError
+                  | smtplib.SMTPConnectError):
+        return False
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= int(exc.smtp_code) < 600
+    return False

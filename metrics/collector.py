@@ -100,7 +100,8 @@ class JobsCollector(Collector):
 
         with control_engine().connect() as conn:
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}")
-            return read_ticks(conn, [s.name for s in self.schedules])
+            return read_ticks(conn, [s.name for s in self.schedules], stale_s=self.settings.scheduler_claim_stale_s,
+                              window_s=self.window_s)
 
     def _redis_state(self, queues: set[str]) -> RedisSnapshot:
         client = self._redis_client()
@@ -255,6 +256,10 @@ class JobsCollector(Collector):
             ("max_runtime_seconds", "Longest a tick may run"),
             ("in_progress", "1 while the newest enqueued tick has unfinished runs"),
             ("running_seconds", "How long the oldest unfinished recent tick has been running (0 if none)"),
+            ("unsent_ticks", "Ticks CLAIMED more than SCHEDULER_CLAIM_STALE_S ago and never sent (their scheduler "
+                             "died between the claim and the send; no live scheduler re-sent them yet)"),
+            ("unsent_oldest_seconds", "Time since the oldest unsent claimed tick was claimed (0 if none)"),
+            ("resent_ticks_window", "Claimed-but-unsent ticks re-sent by a live scheduler in the last window"),
         )}
         for spec in self.schedules:
             st = states.get(spec.name, ScheduleState())
@@ -280,6 +285,9 @@ class JobsCollector(Collector):
                 ("max_runtime_seconds", spec.max_runtime.total_seconds()),
                 ("in_progress", 1.0 if st.in_progress else 0.0),
                 ("running_seconds", max(0.0, running)),
+                ("unsent_ticks", float(st.unsent)),
+                ("unsent_oldest_seconds", st.unsent_age),
+                ("resent_ticks_window", float(st.resent_window)),
             ):
                 fams[key].add_metric(name, value)
         yield info

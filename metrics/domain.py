@@ -1,7 +1,9 @@
 """Domain reads in each tenant's database. Escrow: the report queue (and requests
 failed for good), Huntington batches/items in a non-final state and FAILED ones, the
-latest balance check's findings, overdue DR auto-approvals. Case management: the latest
-health-check run and each connected mailbox's sync failure streak. Labels carry ids only."""
+latest balance check's findings, overdue DR auto-approvals, refused outbox notifications,
+missed close reminders. Case management: the latest health-check run, each connected
+mailbox's sync failure streak, refused notifications, emails waiting for matching. Labels
+carry ids only."""
 
 from __future__ import annotations
 
@@ -63,6 +65,30 @@ DR_OVERDUE = text("""
     SELECT count(*), EXTRACT(EPOCH FROM now() - min(auto_authorize_at))
       FROM disbursement_requests WHERE status = 'PENDING' AND auto_authorize_at <= :cutoff
 """)
+# The escrow outbox (ix_notifications_pending, ix_notifications_failed): refused at least
+# once and still retrying, or refused on every attempt (FAILED, until an operator requeues).
+ESCROW_NOTIFICATIONS = text("""
+    SELECT CASE WHEN status = 'FAILED' THEN 'failed' ELSE 'retrying' END, count(*)
+      FROM notifications WHERE status = 'FAILED' OR (status = 'PENDING' AND attempts > 0) GROUP BY 1
+""")
+# The agency outbox (ix_notifications_unsent): unsent rows that were charged a failure.
+CASEMGMT_NOTIFICATIONS = text("""
+    SELECT CASE WHEN attempts >= :max THEN 'failed' ELSE 'retrying' END, count(*)
+      FROM casemgmt.notifications WHERE sent_at IS NULL AND attempts > 0 GROUP BY 1
+""")
+NOTIFICATION_STATES = ("retrying", "failed")
+# Active cases closing on the day of the latest close-reminder run (at least the grace old)
+# that existed then and have no reminder row for that day: the run did not remind them.
+CLOSE_REMINDERS_MISSED = text("""
+    SELECT count(*) FROM cases c
+     WHERE c.status = 'ACTIVE' AND c.scheduled_close_date = :day AND c.created_at <= :run_at
+       AND NOT EXISTS (SELECT 1 FROM close_reminders r WHERE r.case_id = c.id AND r.close_date = :day)
+""")
+# Synced emails that no matching run has processed yet (ix_emails_unmatched): matching
+# marks every email it looks at, matched to a case or not.
+UNMATCHED_EMAILS = text("""
+    SELECT count(*), EXTRACT(EPOCH FROM now() - min(synced_at)) FROM casemgmt.emails WHERE matched_at IS NULL
+""")
 MAILBOXES = text("""
     SELECT id, EXTRACT(EPOCH FROM now() - failing_since) FROM casemgmt.mailboxes WHERE status = 'connected'
 """)
@@ -83,6 +109,11 @@ class DomainSnapshot:
     health: dict[tuple[int, str], int] = field(default_factory=dict)  # (tenant, check) -> failing rows
     # (tenant, mailbox id) -> seconds since its current failure streak began (None: healthy)
     mailboxes: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    # (tenant, retrying|failed) -> notifications of each product's outbox
+    escrow_notifications: dict[tuple[int, str], int] = field(default_factory=dict)
+    casemgmt_notifications: dict[tuple[int, str], int] = field(default_factory=dict)
+    close_reminders_missed: dict[int, int] = field(default_factory=dict)
+    unmatched_emails: dict[int, tuple[int, float]] = field(default_factory=dict)  # count, oldest age
 
 
 class TenantEngines:
@@ -139,6 +170,18 @@ def _health_check_names() -> tuple[str, ...]:
 HEALTH_CHECK_NAMES = _health_check_names()
 
 
+def _casemgmt_notification_attempts() -> int:
+    try:
+        from actors.casemgmt.notifications import MAX_ATTEMPTS
+
+        return int(MAX_ATTEMPTS)
+    except Exception:  # the exporter still works without the case-management package
+        return 5
+
+
+CASEMGMT_NOTIFICATION_ATTEMPTS = _casemgmt_notification_attempts()
+
+
 def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: int, snap: DomainSnapshot,
                   seen: list[int], read: Callable[[Any, int], None]) -> None:
     """Run ``read(connection, tenant_id)`` on every active tenant of ``product``. A tenant
@@ -162,20 +205,36 @@ def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: in
             engines.failed(tenant.database_url)
 
 
-def dr_overdue_cutoff(now: dt.datetime, grace_s: float) -> dt.datetime:
-    """The nominal time of the latest scheduled DR auto-approval run that is at least
-    ``grace_s`` old: a request already due then should have been approved by it. (The run
-    is daily: counting every request due for 2 h would page each day for requests that
-    became due after 06:00.) Without the schedule, ``now - grace_s``."""
+def schedule_cutoff(schedule_name: str, now: dt.datetime, grace_s: float) -> dt.datetime:
+    """The nominal time of the latest run of the (daily) schedule that is at least
+    ``grace_s`` old: work already due then should have been done by it. Without the
+    schedule, ``now - grace_s``."""
     latest = now - dt.timedelta(seconds=grace_s)
     try:
         from periodic.schedules import by_name
 
-        fires = by_name("dr_auto_approval").cadence.fire_times_between(latest - dt.timedelta(days=2), latest)
+        fires = by_name(schedule_name).cadence.fire_times_between(latest - dt.timedelta(days=2), latest)
     except Exception:
-        log.exception("dr_auto_approval schedule unavailable; overdue DRs counted from %s", latest)
+        log.exception("%s schedule unavailable; counted from %s", schedule_name, latest)
         return latest
     return fires[-1] if fires else latest
+
+
+def dr_overdue_cutoff(now: dt.datetime, grace_s: float) -> dt.datetime:
+    """The nominal time of the latest scheduled DR auto-approval run that is at least
+    ``grace_s`` old: a request already due then should have been approved by it. (The run
+    is daily: counting every request due for 2 h would page each day for requests that
+    became due after 06:00.)"""
+    return schedule_cutoff("dr_auto_approval", now, grace_s)
+
+
+def close_reminder_day(now: dt.datetime, grace_s: float) -> tuple[dt.date, dt.datetime]:
+    """(the ET day, the nominal time) of the latest close-reminder run at least ``grace_s``
+    old: the active cases closing that day should have a reminder row by now."""
+    from zoneinfo import ZoneInfo
+
+    run_at = schedule_cutoff("case_close_reminders", now, grace_s)
+    return run_at.astimezone(ZoneInfo("America/New_York")).date(), run_at
 
 
 def read_domain(engines: TenantEngines, statement_timeout_ms: int, *, dr_grace_s: float = 7200.0
@@ -183,7 +242,9 @@ def read_domain(engines: TenantEngines, statement_timeout_ms: int, *, dr_grace_s
     """Report queue, Huntington, balance-check and DR auto-approval state of every active
     escrow tenant; failing data-integrity checks and mailboxes of every active agency."""
     snap = DomainSnapshot()
-    cutoff = dr_overdue_cutoff(dt.datetime.now(dt.UTC), dr_grace_s)
+    now = dt.datetime.now(dt.UTC)
+    cutoff = dr_overdue_cutoff(now, dr_grace_s)
+    close_day, close_run_at = close_reminder_day(now, dr_grace_s)
 
     def escrow(conn: Any, tenant_id: int) -> None:
         for status, n, age in conn.execute(REPORT_QUEUE):
@@ -199,12 +260,20 @@ def read_domain(engines: TenantEngines, statement_timeout_ms: int, *, dr_grace_s
         snap.below_minimum[tenant_id] = int(conn.execute(BALANCE_FINDINGS).scalar_one())
         n, age = conn.execute(DR_OVERDUE, {"cutoff": cutoff}).one()
         snap.dr_overdue[tenant_id] = (int(n), float(age or 0))
+        for state, n in conn.execute(ESCROW_NOTIFICATIONS):
+            snap.escrow_notifications[(tenant_id, str(state))] = int(n)
+        snap.close_reminders_missed[tenant_id] = int(conn.execute(
+            CLOSE_REMINDERS_MISSED, {"day": close_day, "run_at": close_run_at}).scalar_one())
 
     def casemgmt(conn: Any, tenant_id: int) -> None:
         for check, failing in conn.execute(HEALTH_LATEST):
             snap.health[(tenant_id, str(check))] = int(failing)
         for mailbox_id, failing_s in conn.execute(MAILBOXES):
             snap.mailboxes[(tenant_id, int(mailbox_id))] = None if failing_s is None else float(failing_s)
+        for state, n in conn.execute(CASEMGMT_NOTIFICATIONS, {"max": CASEMGMT_NOTIFICATION_ATTEMPTS}):
+            snap.casemgmt_notifications[(tenant_id, str(state))] = int(n)
+        n, age = conn.execute(UNMATCHED_EMAILS).one()
+        snap.unmatched_emails[tenant_id] = (int(n), float(age or 0))
 
     _read_tenants("escrow", engines, statement_timeout_ms, snap, snap.tenants, escrow)
     _read_tenants("casemgmt", engines, statement_timeout_ms, snap, snap.casemgmt_tenants, casemgmt)

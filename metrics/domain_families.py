@@ -16,6 +16,7 @@ from metrics.domain import (
     HEALTH_CHECK_NAMES,
     ITEM_FAILED_KINDS,
     ITEM_NON_FINAL,
+    NOTIFICATION_STATES,
     REPORT_OPEN,
     DomainSnapshot,
 )
@@ -97,13 +98,22 @@ def _escrow_checks(s: DomainSnapshot) -> Iterator[Metric]:
                                 labels=LBL)
     overdue_age = GaugeMetricFamily("jobs_dr_auto_approval_overdue_oldest_seconds", "Time since the auto-authorize "
                                     "window of the oldest overdue PENDING request expired (0 if none)", labels=LBL)
+    notes = GaugeMetricFamily("jobs_escrow_notifications", "Outbox notifications the SMTP server refused: retrying "
+                              "(refused at least once, backing off) or failed (refused on every attempt: never "
+                              "sent until an operator requeues them)", labels=[*LBL, "state"])
+    missed = GaugeMetricFamily("jobs_escrow_close_reminders_missed", "Active cases closing on the day of the latest "
+                               "close-reminder run (at least DR_OVERDUE_GRACE_S old) without a reminder for that day",
+                               labels=LBL)
     for tenant in _escrow_tenants(s):
         t = str(tenant)
+        missed.add_metric([t], float(s.close_reminders_missed.get(tenant, 0)))
+        for state in NOTIFICATION_STATES:
+            notes.add_metric([t, state], float(s.escrow_notifications.get((tenant, state), 0)))
         below.add_metric([t], float(s.below_minimum.get(tenant, 0)))
         n, age = s.dr_overdue.get(tenant, (0, 0.0))
         overdue.add_metric([t], float(n))
         overdue_age.add_metric([t], age if n else 0.0)
-    yield from (below, overdue, overdue_age)
+    yield from (below, overdue, overdue_age, notes, missed)
 
 
 def _casemgmt(s: DomainSnapshot) -> Iterator[Metric]:
@@ -115,9 +125,21 @@ def _casemgmt(s: DomainSnapshot) -> Iterator[Metric]:
     failing_s = GaugeMetricFamily("jobs_casemgmt_mailbox_sync_failing_seconds", "Time since the connected "
                                   "mailbox's current streak of failed syncs began (0 when its latest sync worked)",
                                   labels=[*LBL, "mailbox_id"])
+    notes = GaugeMetricFamily("jobs_casemgmt_notifications", "Unsent agency notifications the SMTP server refused: "
+                              "retrying (backing off) or failed (every attempt used: never sent until an operator "
+                              "requeues them)", labels=[*LBL, "state"])
+    unmatched = GaugeMetricFamily("jobs_casemgmt_unmatched_emails", "Synced emails no matching run has processed yet",
+                                  labels=LBL)
+    unmatched_age = GaugeMetricFamily("jobs_casemgmt_unmatched_emails_oldest_seconds", "Time since the oldest synced "
+                                      "email still waiting for matching was synced (0 if none)", labels=LBL)
     for tenant in s.casemgmt_tenants:
         if tenant in s.failed_tenants:
             continue
+        n, age = s.unmatched_emails.get(tenant, (0, 0.0))
+        unmatched.add_metric([str(tenant)], float(n))
+        unmatched_age.add_metric([str(tenant)], age if n else 0.0)
+        for state in NOTIFICATION_STATES:
+            notes.add_metric([str(tenant), state], float(s.casemgmt_notifications.get((tenant, state), 0)))
         for check in sorted(set(HEALTH_CHECK_NAMES) | {c for t, c in s.health if t == tenant}):
             health.add_metric([str(tenant), check], float(s.health.get((tenant, check), 0)))
     for (tenant, mailbox_id), since in sorted(s.mailboxes.items()):
@@ -125,4 +147,4 @@ def _casemgmt(s: DomainSnapshot) -> Iterator[Metric]:
             continue
         failing.add_metric([str(tenant), str(mailbox_id)], 0.0 if since is None else 1.0)
         failing_s.add_metric([str(tenant), str(mailbox_id)], 0.0 if since is None else since)
-    yield from (health, failing, failing_s)
+    yield from (health, failing, failing_s, notes, unmatched, unmatched_age)

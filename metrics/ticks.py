@@ -46,6 +46,23 @@ RECENT_OUTCOMES = text("""
 """).bindparams(bindparam("recent"))
 
 
+# Ticks CLAIMED longer than the stale bound (their scheduler died before sending them,
+# and no live scheduler has re-sent them yet), and ticks re-sent in the window; both from
+# partial indexes (ix_schedule_ticks_claimed, ix_schedule_ticks_reclaimed).
+UNSENT = text("""
+    SELECT schedule_name, count(*), EXTRACT(EPOCH FROM now() - min(claimed_at)) FROM schedule_ticks
+     WHERE status = 'CLAIMED' AND claimed_at < now() - make_interval(secs => :stale)
+       AND schedule_name = ANY(CAST(:names AS text[]))
+     GROUP BY schedule_name
+""")
+RESENT = text("""
+    SELECT schedule_name, count(*) FROM schedule_ticks
+     WHERE reclaims > 0 AND claimed_at > now() - make_interval(secs => :window)
+       AND schedule_name = ANY(CAST(:names AS text[]))
+     GROUP BY schedule_name
+""")
+
+
 @dataclass
 class ScheduleState:
     latest: dict[str, datetime] = field(default_factory=dict)  # status -> latest tick_at
@@ -53,13 +70,21 @@ class ScheduleState:
     last_run_failure: datetime | None = None
     in_progress: bool = False
     running_since: datetime | None = None
+    unsent: int = 0             # claimed longer than the stale bound ago, never sent
+    unsent_age: float = 0.0     # seconds since the oldest of them was claimed
+    resent_window: int = 0      # stale claims re-sent by a live scheduler in the window
 
 
-def read_ticks(conn: Connection, names: list[str]) -> dict[str, ScheduleState]:
+def read_ticks(conn: Connection, names: list[str], *, stale_s: float = 60.0, window_s: float = 600.0
+               ) -> dict[str, ScheduleState]:
     """State of every named schedule (schedules without any tick get an empty state)."""
     states = {name: ScheduleState() for name in names}
     if not names:
         return states
+    for name, n, age in conn.execute(UNSENT, {"names": names, "stale": stale_s}):
+        states[name].unsent, states[name].unsent_age = int(n), float(age or 0)
+    for name, n in conn.execute(RESENT, {"names": names, "window": window_s}):
+        states[name].resent_window = int(n)
     for name, status, tick_at in conn.execute(LATEST_BY_STATUS, {"names": names, "statuses": list(TICK_STATUSES)}):
         states[name].latest[status] = tick_at
     rows = conn.execute(RECENT_OUTCOMES, {"names": names, "recent": RECENT_TICKS}).all()

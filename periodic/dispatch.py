@@ -1,7 +1,8 @@
 """The periodic dispatcher actors, one per schedule (declared from the schedule data).
 
 The scheduler sends a dispatcher once per tick; the dispatcher fans the schedule's
-target actor out over the tenants of its product. A target that is not declared when
+target actor out over the tenants of its product (``fan_out="platform"``: one run with no
+tenant, plus one per tenant of the product with its own storage). A target that is not declared when
 the tick runs marks that tick FAILED (error recorded) and is not retried. Fan-out
 message ids are derived from (tick, tenant), so a retried or redelivered dispatcher
 never sends a tenant's run twice: tenants already linked to the tick are skipped, and
@@ -21,7 +22,7 @@ from jobcore.broker import PlatformRedisBroker
 from jobcore.context import current_context
 from jobcore.errors import UnknownActor
 from periodic.cadence import EverySeconds
-from periodic.schedules import Schedule, all_schedules
+from periodic.schedules import FAN_OUT_PLATFORM, Schedule, all_schedules
 from periodic.ticks import mark_failed, record_runs, tick_message_ids
 from tenancy.registry import list_tenants
 
@@ -31,8 +32,10 @@ TICK_NAMESPACE = uuid.UUID("5d8a1f3e-4b59-4a1c-9a52-0c7f6c0e2b11")
 
 
 def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | None,
-             dispatcher_message_id: str | None = None) -> dict[str, Any]:
-    """Fan ``schedule.target`` out over its tenants for one tick; returns a summary."""
+             dispatcher_message_id: str | None = None, scheduled_at: str | None = None) -> dict[str, Any]:
+    """Fan ``schedule.target`` out over its tenants for one tick; returns a summary. Each
+    run's JobContext ``extra`` names the schedule, the tick and its nominal time
+    (``scheduled_at``), so a run caught up late still knows which day it is for."""
     if tick_id is not None and dispatcher_message_id is not None:
         # The scheduler links its message after the send; link it here too, so a
         # scheduler that dies between the send and that write leaves no unlinked run.
@@ -52,13 +55,22 @@ def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | Non
     base = current_context()
     messages = []
     skipped = 0
-    for tenant in list_tenants(product=schedule.product):
-        message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{tenant.id}")) if tick_id else str(uuid.uuid4())
+    tenants = list_tenants(product=schedule.product)
+    # (key of the message id, tenant id or None for the platform run)
+    runs: list[tuple[str, int | None]]
+    if schedule.fan_out == FAN_OUT_PLATFORM:
+        runs = [("platform", None)] + [(str(t.id), t.id) for t in tenants if t.has_own_storage]
+    else:
+        runs = [(str(t.id), t.id) for t in tenants]
+    for key, tenant_id in runs:
+        message_id = str(uuid.uuid5(TICK_NAMESPACE, f"{tick_id}:{key}")) if tick_id else str(uuid.uuid4())
         if message_id in done:
             skipped += 1
             continue
-        ctx = base.with_tenant(tenant.id).to_dict()
+        ctx = (base.with_tenant(tenant_id) if tenant_id is not None else base).to_dict()
         ctx["extra"] = {**ctx.get("extra", {}), "schedule": schedule.name, "tick_id": tick_id}
+        if scheduled_at:
+            ctx["extra"]["scheduled_at"] = scheduled_at
         message = target.message_with_options(job_context=ctx)
         messages.append(message.copy(message_id=message_id))
     sent = broker.enqueue_many(messages)
@@ -70,8 +82,10 @@ def dispatch(broker: PlatformRedisBroker, schedule: Schedule, tick_id: int | Non
 def _declare(broker: PlatformRedisBroker, schedule: Schedule) -> None:
     def run() -> dict[str, Any]:
         message = CurrentMessage.get_current_message()
-        tick_id = message.options.get("schedule_tick_id") if message is not None else None
-        return dispatch(broker, schedule, tick_id, message.message_id if message is not None else None)
+        if message is None:
+            return dispatch(broker, schedule, None)
+        return dispatch(broker, schedule, message.options.get("schedule_tick_id"), message.message_id,
+                        message.options.get("scheduled_at"))
 
     run.__name__ = run.__qualname__ = f"dispatch_{schedule.name}"
     options: dict[str, Any] = {"periodic": schedule.cadence, "throws": (UnknownActor,)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
@@ -129,3 +130,43 @@ def last_ticks() -> dict[str, dict[str, object]]:
     """Per schedule, its newest tick with its status and the outcomes of its runs."""
     with control_engine().connect() as conn:
         return {r["schedule_name"]: dict(r) for r in conn.execute(LAST_TICKS).mappings()}
+
+
+@dataclass(frozen=True)
+class StaleClaim:
+    """A tick re-claimed from a scheduler that claimed it and never sent it."""
+
+    id: int
+    schedule_name: str
+    tick_at: datetime
+    catch_up: bool
+    # The dispatcher message of a tick links itself when it runs: a linked one was sent
+    # (only the ENQUEUED mark was lost), so it must not be sent again.
+    sent_message_id: str | None
+
+
+_RECLAIM = text("""
+    UPDATE schedule_ticks t SET claimed_at = now(), scheduler_id = :w, reclaims = t.reclaims + 1
+     WHERE t.id IN (SELECT id FROM schedule_ticks
+                     WHERE status = 'CLAIMED' AND schedule_name = ANY(CAST(:names AS text[]))
+                       AND claimed_at < now() - make_interval(secs => :stale)
+                     ORDER BY claimed_at LIMIT :n FOR UPDATE SKIP LOCKED)
+       -- re-checked on the locked row: a scheduler that re-claimed it first has moved claimed_at
+       AND t.status = 'CLAIMED' AND t.claimed_at < now() - make_interval(secs => :stale)
+    RETURNING t.id, t.schedule_name, t.tick_at, t.catch_up,
+              (SELECT r.message_id FROM schedule_tick_runs r WHERE r.tick_id = t.id AND r.role = 'dispatcher'
+                LIMIT 1) AS sent_message_id
+""")
+
+
+def reclaim_stale_claims(schedule_names: Iterable[str], stale_s: float, scheduler_id: str, *,
+                         limit: int = 100) -> list[StaleClaim]:
+    """Take over ticks of ``schedule_names`` CLAIMED more than ``stale_s`` ago and still not
+    sent (their scheduler died between the claim and the send). Atomic across schedulers:
+    each stale tick is re-claimed by one of them, whose claim is then fresh again."""
+    names = list(schedule_names)
+    if not names:
+        return []
+    with control_engine().begin() as conn:
+        rows = conn.execute(_RECLAIM, {"names": names, "stale": stale_s, "w": scheduler_id, "n": limit}).all()
+    return [StaleClaim(r.id, r.schedule_name, r.tick_at, r.catch_up, r.sent_message_id) for r in rows]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, CheckConstraint, DateTime, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobcore.models import Base
@@ -43,4 +45,7 @@ class Tenant(Base):
     # True once ``create`` itself created the database: a resumed provisioning may then
     # continue on it without --adopt-existing.
     owns_database: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # The tenant's own storage (S3 bucket, optionally endpoint, region and CloudFront URL);
+    # NULL: the platform's (tenancy.registry.set_storage, migration 0005d2).
+    storage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

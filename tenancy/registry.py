@@ -57,15 +57,44 @@ class TenantInfo:
     status: str = READY
     # Why provisioning failed (one line, secrets masked by describe_error); None when fine.
     provision_error: str | None = None
+    # The tenant's own storage as sorted (setting, value) pairs; empty: the platform's.
+    storage: tuple[tuple[str, str], ...] = ()
 
     @property
     def usable(self) -> bool:
         """Active and fully provisioned: the only tenants jobs may run for."""
         return self.active and self.status == READY
 
+    @property
+    def has_own_storage(self) -> bool:
+        """The tenant has its own S3 bucket (and so its own status check)."""
+        return bool(self.storage)
+
 
 def _info(t: Tenant) -> TenantInfo:
-    return TenantInfo(t.id, t.slug, t.name, t.product, t.database_url, t.active, t.status, t.provision_error)
+    storage = tuple(sorted((str(k), str(v)) for k, v in (t.storage or {}).items()))
+    return TenantInfo(t.id, t.slug, t.name, t.product, t.database_url, t.active, t.status, t.provision_error,
+                      storage)
+
+
+#: Settings a tenant's own storage may set (names of :class:`jobcore.settings.Settings` fields).
+STORAGE_KEYS = ("s3_bucket", "s3_endpoint_url", "cloudfront_url", "aws_region")
+
+
+def set_storage(tenant_id: int, storage: dict[str, str] | None) -> TenantInfo:
+    """Give a tenant its own storage (``s3_bucket`` required; ``s3_endpoint_url``,
+    ``cloudfront_url``, ``aws_region`` optional), or ``None``: back to the platform's."""
+    if storage is not None:
+        unknown = sorted(set(storage) - set(STORAGE_KEYS))
+        if unknown:
+            raise TenantError(f"unknown storage settings {unknown}; expected some of {', '.join(STORAGE_KEYS)}")
+        if not str(storage.get("s3_bucket") or "").strip():
+            raise TenantError("a tenant's own storage needs an s3_bucket")
+        storage = {k: str(v) for k, v in storage.items() if str(v).strip()}
+    info = _update(tenant_id, storage=storage)
+    with _cache_lock:
+        _cache.pop(tenant_id, None)
+    return info
 
 
 def validate_slug(slug: str) -> str:
@@ -206,7 +235,7 @@ def _update(tenant_id: int, **values: object) -> TenantInfo:
     with control_session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:
-            raise TenantError(f"tenant {tenant_id} disappeared during provisioning")
+            raise TenantError(f"no tenant with id {tenant_id}")
         for key, value in values.items():
             setattr(tenant, key, value)
         session.flush()

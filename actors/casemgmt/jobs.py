@@ -106,6 +106,14 @@ def agency_notifications() -> dict[str, Any]:
     return result.to_dict()
 
 
+@dramatiq.actor(actor_name="requeue_failed_agency_notifications", queue_name=QUEUE, max_retries=0)
+def requeue_failed_agency_notifications(notification_ids: list[int] | None = None) -> dict[str, Any]:
+    """Operator: give notifications that used up their attempts fresh ones (after fixing
+    the address or mailbox); the next notifications run sends them."""
+    with tenant_session(_tenant_id()) as session:
+        return {"requeued": notifications.requeue_failed_notifications(session, notification_ids)}
+
+
 @dramatiq.actor(actor_name="agency_health_checks", queue_name=QUEUE, time_limit=60 * MINUTE)
 def agency_health_checks() -> dict[str, Any]:
     """Run the data-integrity checks and store their results for this run."""

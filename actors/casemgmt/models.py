@@ -156,6 +156,8 @@ class Notification(AgencyBase):
     sent_at: Mapped[datetime | None] = mapped_column(TS)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Back-off after a charged failure (migration c0004d2).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class HealthCheckRun(AgencyBase):

@@ -1,8 +1,13 @@
 """AWS status check (every 5 minutes): S3 connectivity (head bucket, write and read back
-a small object) and a CloudFront fetch, posted to the internal dashboard API."""
+a small object) and a CloudFront fetch, posted to the internal dashboard API.
+
+S3, CloudFront and the dashboard are the platform's, so the check runs once per tick
+(a run without a tenant), plus once for each escrow tenant that has its own storage
+(``tenants.storage``), which probes that tenant's bucket and URL instead."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -77,11 +82,23 @@ def check_cloudfront(http: requests.Session, url: str, timeout: float) -> None:
         raise ExternalServiceError(f"CloudFront {url} answered {resp.status_code}")
 
 
-def run_status_check(session: Session, *, s3: Any, http: requests.Session, settings: Settings | None = None,
+def storage_settings(base: Settings, storage: dict[str, str]) -> Settings:
+    """``base`` with a tenant's own storage (s3_bucket, s3_endpoint_url, cloudfront_url,
+    aws_region) in place of the platform's."""
+    allowed = ("s3_bucket", "s3_endpoint_url", "cloudfront_url", "aws_region")  # all str fields
+    unknown = sorted(set(storage) - set(allowed))
+    if unknown:
+        raise ValueError(f"not storage settings: {unknown}")
+    values: dict[str, Any] = {k: str(v) for k, v in storage.items()}
+    return dataclasses.replace(base, **values)
+
+
+def run_status_check(session: Session | None, *, s3: Any, http: requests.Session, settings: Settings | None = None,
                      tenant_id: int | None = None) -> AwsStatus:
     """Probe S3 and CloudFront, POST the result to INTERNAL_API_URL with INTERNAL_API_KEY,
-    and keep a ``status_checks`` row. A failed probe is reported, not raised (the
-    dashboard is where outages show); a failed POST raises, so the run is an ERROR."""
+    and keep a ``status_checks`` row in the tenant database (``session``; the platform run
+    has none: its record is the post and its ledger run). A failed probe is reported, not
+    raised (the dashboard is where outages show); a failed POST raises, so the run is an ERROR."""
     s = settings or get_settings()
     errors: dict[str, str] = {}
     try:
@@ -103,10 +120,12 @@ def run_status_check(session: Session, *, s3: Any, http: requests.Session, setti
             post_error = f"dashboard answered {resp.status_code}"
     except requests.RequestException as exc:
         post_error = f"{type(exc).__name__}: {exc}"
-    session.execute(text("INSERT INTO status_checks (s3_ok, cloudfront_ok, posted, detail) VALUES (:s, :c, :p, :d)"),
-                    {"s": status.s3_ok, "c": status.cloudfront_ok, "p": posted,
-                     "d": json.dumps({"errors": errors, "post_error": post_error})})
-    session.commit()
+    if session is not None:
+        session.execute(text("INSERT INTO status_checks (s3_ok, cloudfront_ok, posted, detail) "
+                             "VALUES (:s, :c, :p, :d)"),
+                        {"s": status.s3_ok, "c": status.cloudfront_ok, "p": posted,
+                         "d": json.dumps({"errors": errors, "post_error": post_error})})
+        session.commit()
     if not posted:
         raise StatusPostFailed(f"status not posted to {s.internal_api_url}: {post_error}")
     log.info("AWS status: s3_ok=%s cloudfront_ok=%s", status.s3_ok, status.cloudfront_ok)

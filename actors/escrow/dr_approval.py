@@ -5,8 +5,8 @@ and Case Managers through the outbox.
 Every due request is handled in one run, in batches of ``batch_size``: a batch's
 approvals and their outbox rows commit together, so a crash mid-run loses nothing that
 was committed and a re-run approves only what is still PENDING. The run then delivers
-the whole outbox (every notification the approvals queued), stopping only when the SMTP
-server fails.
+the whole outbox (every notification the approvals queued): a refused recipient is recorded
+on its row and the rest still go; only an SMTP server that cannot be reached stops it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 NOTIFIED_ROLES = (IP, IP_REP, CASE_MANAGER)
 DEFAULT_BATCH_SIZE = 500
-#: ``deliver_outbox`` sends at most this many per call; the run calls it until the outbox is empty.
-OUTBOX_CHUNK = 500
 
 # Keyset pagination on (auto_authorize_at, id): a request skipped because it changed
 # meanwhile is not read again in this run, and the run always ends.
@@ -97,14 +95,15 @@ def approve_due_requests(session: Session, mailer: Mailer | None, *, now: dt.dat
 
 
 def deliver_all(session: Session, mailer: Mailer) -> int:
-    """Call ``deliver_outbox`` until the outbox is empty; its MailError (SMTP failure)
-    ends the loop and is raised, the rows staying PENDING for the next run."""
-    total = 0
-    while True:
-        sent = deliver_outbox(session, mailer, limit=OUTBOX_CHUNK)
-        total += sent
-        if sent < OUTBOX_CHUNK:
-            return total
+    """Deliver the whole outbox (every notification due); returns how many were sent.
+    A refused message is recorded on its row and the others still go; an SMTP server
+    that cannot be reached raises :class:`~actors.escrow.mail.MailError`, the rows
+    staying PENDING (uncharged) for the next run."""
+    outcome = deliver_outbox(session, mailer)
+    if outcome.refused:
+        log.warning("DR auto-approval outbox: %d notification(s) refused (%d FAILED for good)", outcome.refused,
+                    outcome.failed)
+    return outcome.sent
 
 
 def _notify_parties(session: Session, approved: Sequence[Any]) -> int:

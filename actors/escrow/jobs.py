@@ -4,26 +4,30 @@ from settings and call the domain function. Names are the seed's (schedules targ
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dramatiq
 
-from actors.escrow.aws_status import make_http_session, make_s3_client, run_status_check
+from actors.escrow.aws_status import make_http_session, make_s3_client, run_status_check, storage_settings
 from actors.escrow.balance import check_minimum_balances
 from actors.escrow.bank_gateway import BankGatewayClient
 from actors.escrow.dr_approval import approve_due_requests
 from actors.escrow.huntington import BatchBusy, process_batch
 from actors.escrow.huntington_heal import heal_batches
 from actors.escrow.huntington_ops import resend_unsent_items
-from actors.escrow.mail import SmtpSender
+from actors.escrow.mail import SmtpSender, requeue_failed_notifications
 from actors.escrow.offsite import mark_users_offsite
 from actors.escrow.reminders import send_balance_reminders, send_close_reminders
 from actors.escrow.reports import process_reports, requeue_failed_reports
 from actors.escrow.tenant import current_tenant_id, tenant_session
-from jobcore.context import current_message_id
+from jobcore.context import current_context, current_message_id
 from jobcore.settings import get_settings
 from periodic.schedules import ET
+from tenancy.registry import get_tenant
+
+log = logging.getLogger(__name__)
 
 QUEUE = "escrow"
 #: Money moves on its own queue, so a backlog of reports never delays a payment batch.
@@ -46,7 +50,15 @@ MONEY: dict[str, Any] = {"queue_name": PAYMENTS_QUEUE, "max_age": 0, "interrupti
 
 
 def _today() -> dt.date:
-    """Today in the schedules' time zone (the seed's dates are Eastern)."""
+    """The day this run is for, in the schedules' time zone (the seed's dates are Eastern):
+    its tick's day when a schedule sent it (a tick caught up after midnight still does its
+    own day's reminders), else today."""
+    scheduled = current_context().extra.get("scheduled_at")
+    if scheduled:
+        try:
+            return dt.datetime.fromisoformat(str(scheduled)).astimezone(ZoneInfo(ET)).date()
+        except ValueError:
+            log.warning("unreadable scheduled_at %r in the job context; using today", scheduled)
     return dt.datetime.now(ZoneInfo(ET)).date()
 
 
@@ -99,14 +111,31 @@ def requeue_failed_report_requests(operator: str, request_ids: list[int] | None 
         return {"requeued": requeue_failed_reports(session, operator=operator, request_ids=request_ids)}
 
 
+@dramatiq.actor(actor_name="requeue_failed_escrow_notifications", queue_name=QUEUE, max_retries=0)
+def requeue_failed_escrow_notifications(notification_ids: list[int] | None = None) -> dict[str, Any]:
+    """Operator: put outbox notifications that were refused on every attempt (FAILED) back
+    in the outbox, once the address or mailbox is fixed; the next run that delivers the
+    outbox sends them."""
+    with tenant_session(current_tenant_id()) as session:
+        return {"requeued": requeue_failed_notifications(session, notification_ids)}
+
+
 @dramatiq.actor(actor_name="job_aws_status_check", queue_name=QUEUE, max_retries=0)
 def job_aws_status_check() -> dict[str, Any]:
     """Probe S3 and CloudFront and post the status to the dashboard (runs every 5 minutes,
-    so a failed run is not retried: the next one reports fresher data)."""
-    tenant_id = current_tenant_id()
-    with tenant_session(tenant_id) as session, make_http_session() as http:
-        status = run_status_check(session, s3=make_s3_client(), http=http, tenant_id=tenant_id)
-    return {"s3_ok": status.s3_ok, "cloudfront_ok": status.cloudfront_ok}
+    so a failed run is not retried: the next one reports fresher data). Without a tenant:
+    the platform's storage (what the schedule sends once per tick); for a tenant: its own
+    storage if it has one (the schedule sends those too), else the platform's."""
+    tenant_id = current_context().tenant_id
+    if tenant_id is None:
+        with make_http_session() as http:
+            status = run_status_check(None, s3=make_s3_client(), http=http)
+    else:
+        settings = storage_settings(get_settings(), dict(get_tenant(tenant_id).storage))
+        with tenant_session(tenant_id) as session, make_http_session(settings) as http:
+            status = run_status_check(session, s3=make_s3_client(settings), http=http, settings=settings,
+                                      tenant_id=tenant_id)
+    return {"tenant_id": tenant_id, "s3_ok": status.s3_ok, "cloudfront_ok": status.cloudfront_ok}
 
 
 @dramatiq.actor(actor_name="job_user_offsite_tracking", queue_name=QUEUE)

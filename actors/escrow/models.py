@@ -84,6 +84,8 @@ class Notification(EscrowBase):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default="now()")
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Back-off after a refusal (migration e0004d2).
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CloseReminder(EscrowBase):

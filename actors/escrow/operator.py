@@ -37,8 +37,6 @@ def resend_huntington_batch(tenant_id: int, batch_id: int, *, operator: str, rea
     out: dict[str, Any] = {"tenant_id": tenant_id, "batch_id": batch_id, "items": items, "message_id": None}
     if dry_run or not items:
         return out
-    import actors  # noqa: F401 - declares the actors on the platform broker
-
     message = send_for_tenant("resend_huntington_batch", tenant_id, batch_id, operator, reason, include_rejected)
     out["message_id"] = message.message_id
     return out

@@ -127,3 +127,21 @@ def test_schedules_and_tenants(broker, make_tenants):
     listed = json.loads(jobctl("tenants", "--json").stdout)
     assert [t["id"] for t in listed] == [t.id for t in tenants]
     assert "jobctl" not in jobctl("tenants").stderr
+
+
+def test_domain_operator_commands_are_wired(broker, make_tenants):
+    """The escrow and case-management operator commands reach their functions and actors."""
+    (escrow,) = make_tenants(1, product="escrow")
+    unsent = json.loads(jobctl("huntington-unsent", str(escrow.id), "--json").stdout)
+    assert unsent == {"tenant_id": escrow.id, "batches": []}
+    assert json.loads(jobctl("reports-requeue", str(escrow.id), "--operator", "ops").stdout) == {
+        "tenant_id": escrow.id, "requeued": []}
+    out = jobctl("notifications-requeue", str(escrow.id)).stdout
+    message_id = out.split()[-1]
+    from tests.support.ledger import settle
+
+    settle()
+    row = run_row(message_id)
+    assert (row["actor_name"], row["tenant_id"]) == ("requeue_failed_escrow_notifications", escrow.id)
+    refused = jobctl("huntington-resend", str(escrow.id), "999", "--dry-run", check=False)
+    assert refused.returncode == 0 and json.loads(refused.stdout)["items"] == []

@@ -112,7 +112,7 @@ def test_smtp_down_fails_the_run_and_keeps_the_report_queued_without_charging_it
     with tenant.session() as s, pytest.raises(ReportServiceDown):
         process_reports(s, SmtpSender(host="127.0.0.1", port=free_port(), sender="x@y", timeout=2))
     rows = tenant.rows("SELECT status, attempts, last_error, next_attempt_at FROM report_requests ORDER BY id")
-    assert rows[0][:2] == (1, 0) and "MailError" in rows[0][2] and rows[0][3] is None  # not charged, not delayed
+    assert rows[0][:2] == (1, 0) and "MailUnavailable" in rows[0][2] and rows[0][3] is None  # not charged, not delayed
     assert tuple(rows[1][:3]) == (1, 0, None)  # the run stopped: the server is down for everyone
 
 

@@ -1,4 +1,4 @@
-"""``python -m tenancy create|migrate|list`` as an operator runs them, against real PostgreSQL."""
+"""``jobctl tenants create|migrate|list`` as an operator runs them, against real PostgreSQL."""
 
 from __future__ import annotations
 
