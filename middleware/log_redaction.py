@@ -2,7 +2,9 @@
 
 dramatiq logs messages with their arguments (``Failed to process message
 EXAMPLE_WITH_ARGS('hunter2')``); this filter rewrites such records so that message
-arguments are redacted and known secret values are masked in the final text.
+arguments are redacted and known secret values are masked in the final text, tracebacks
+included. It is installed on the root handlers of every process: worker, scheduler,
+exporter and CLI (:func:`install_log_redaction`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ class RedactingFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception as exc:
+            # An exception raised here would come out of the caller's logging call (a worker
+            # thread logging a failed message would die of it); and an unredacted record
+            # must not be written either.
+            record.msg = f"[log record withheld: it could not be redacted ({type(exc).__name__})]"
+            record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
         redactor = self._redactor or get_redactor()
         if record.args:
             args = record.args if isinstance(record.args, tuple) else (record.args,)
@@ -44,7 +57,6 @@ class RedactingFilter(logging.Filter):
         redacted = redactor.text(text)
         if redacted != text:
             record.msg, record.args = redacted, None
-        return True
 
 
 class ResultsAreKeptFilter(logging.Filter):
@@ -57,7 +69,9 @@ class ResultsAreKeptFilter(logging.Filter):
 
 
 def install_log_redaction(redactor: Redactor | None = None) -> None:
-    """Attach the filters to every root handler (idempotent)."""
+    """Attach the filters to every root handler (idempotent). Every process calls it once
+    its logging is configured: workers (:class:`LogRedaction`), the scheduler
+    (``python -m periodic``), the exporter (``python -m metrics``) and ``jobctl``."""
     root = logging.getLogger()
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
