@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -19,8 +20,10 @@ from sqlalchemy import text
 
 from jobcore.db import control_engine
 from jobcore.errors import PlatformError
+from jobcore.redaction import get_redactor
 from ledger.reader import RunFilter, get_run, run_errors
 from ledger.reader import query_runs as read_runs
+from middleware.log_redaction import install_log_redaction
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -332,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings of the libraries and unexpected tracebacks go through the redacting handler.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     if getattr(args, "older_than", "unset") is None:
         from jobcore.settings import get_settings
 
@@ -339,7 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except PlatformError as exc:  # operator-facing: one line, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {get_redactor().text(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception:
+        logging.getLogger("jobctl").exception("jobctl %s failed", args.command)
         return 1
 
 
