@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
@@ -199,6 +200,11 @@ class Settings:
     # --- observability -------------------------------------------------------------
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 9300
+    # Grafana's role on the control database (docs/security.md): created NOLOGIN by the
+    # control migrations with SELECT on the ledger tables and on tenants without
+    # database_url; `python -m jobcore.readonly_role` gives it LOGIN with this password.
+    ledger_readonly_role: str = "jobs_readonly"
+    ledger_readonly_password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -258,6 +264,9 @@ class Settings:
             for name in ("bank_gateway_url", "internal_api_url"):
                 if not getattr(self, name).lower().startswith("https://"):
                     raise ConfigurationError(f"{name.upper()} must be an https:// URL outside DEV_ENV=1")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.ledger_readonly_role):
+            raise ConfigurationError("LEDGER_READONLY_ROLE must be a lower-case PostgreSQL identifier "
+                                     "(letters, digits, underscores; at most 63)")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")
