@@ -2,8 +2,9 @@
 
 dramatiq logs messages with their arguments (``Failed to process message
 EXAMPLE_WITH_ARGS('hunter2')``); this filter rewrites such records so that message
-arguments are redacted and known secret values are masked in the final text, tracebacks
-included. It is installed on the root handlers of every process: worker, scheduler,
+arguments are redacted (positional ones by the actor's parameter names, all of them for an
+actor the process does not know) and known secret values are masked in the final text,
+tracebacks included. It is installed on the root handlers of every process: worker, scheduler,
 exporter and CLI (:func:`install_log_redaction`).
 """
 
@@ -13,6 +14,7 @@ import logging
 from typing import Any
 
 from dramatiq import Middleware
+from dramatiq import broker as dramatiq_broker
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
@@ -20,9 +22,22 @@ from jobcore.redaction import Redactor, get_redactor
 
 
 def _describe(message: Message | MessageProxy, redactor: Redactor) -> str:
-    args, kwargs = redactor.arguments(None, message.args, message.kwargs)
+    fn = _actor_fn(message.actor_name)
+    if fn is None:
+        # An actor this process does not know: a positional secret has no name to go by.
+        args, kwargs = redactor.positional(list(message.args), None), redactor.value(message.kwargs)
+    else:
+        args, kwargs = redactor.arguments(fn, message.args, message.kwargs)
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     return f"{message.actor_name}({', '.join(parts)})"
+
+
+def _actor_fn(actor_name: Any) -> Any:
+    """The function of ``actor_name`` on the broker this process set, if any (never
+    dramatiq's ``get_broker()``, which would build a default broker)."""
+    current = dramatiq_broker.global_broker
+    actor = current.actors.get(actor_name) if current is not None and isinstance(actor_name, str) else None
+    return actor.fn if actor is not None else None
 
 
 class RedactingFilter(logging.Filter):

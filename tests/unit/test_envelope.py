@@ -168,3 +168,34 @@ def test_a_scheduled_at_without_a_zone_does_not_fail_the_job():
     msg = Message(queue_name="periodic", actor_name="x", args=(), kwargs={},
                   options={"scheduled_at": "2026-01-01T00:00:00"})
     PeriodicMiddleware().before_process_message(None, msg)  # raised TypeError: the job failed
+
+
+def test_a_logged_message_has_its_positional_secrets_masked_by_parameter_name():
+    """dramatiq logs a failed message with its arguments; positional ones were only
+    value-redacted, so ``connect('imap.example', 'hunter2')`` went to the log in clear."""
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+
+    from middleware.log_redaction import RedactingFilter
+
+    previous = dramatiq.broker.global_broker
+    stub = StubBroker()
+    dramatiq.set_broker(stub)
+    try:
+        @dramatiq.actor(actor_name="CONNECT_MAILBOX", broker=stub)
+        def connect(host: str, password: str) -> None: ...
+
+        known = Message(queue_name="default", actor_name="CONNECT_MAILBOX", args=("imap.example", "hunter2"),
+                        kwargs={}, options={})
+        unknown = Message(queue_name="default", actor_name="GONE", args=("s3cr3t-positional",), kwargs={},
+                          options={})
+        out = []
+        for message in (known, unknown):
+            record = logging.LogRecord("dramatiq.worker", logging.ERROR, __file__, 1, "Failed to process message %s",
+                                       (message,), None)
+            RedactingFilter(Redactor(DEFAULT_REDACT_KEYS)).filter(record)
+            out.append(record.getMessage())
+    finally:
+        dramatiq.broker.global_broker = previous
+    assert out == [f"Failed to process message CONNECT_MAILBOX('imap.example', '{MASK}')",
+                   f"Failed to process message GONE('{MASK}')"]
