@@ -7,6 +7,7 @@ ledger only stores redacted arguments. Shell completion: ``jobctl completion bas
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -68,8 +69,6 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``jobctl`` entry point: operational errors are one line, never a traceback."""
-    import logging
-
     from middleware.log_redaction import install_log_redaction
 
     # Warnings of the libraries go to stderr, through the redactor like every process's logs.
@@ -95,9 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         line = describe(exc, settings)
         if line is None:
-            raise
-        error(line)
+            # A bug, not an operational error: its traceback goes through the redacting
+            # log handler (an exception message can carry a secret).
+            logging.getLogger("jobctl").exception("jobctl failed")
+            return 1
+        error(_redacted(line))
         return 1
+
+
+def _redacted(line: str) -> str:
+    from jobcore.redaction import get_redactor
+
+    return get_redactor().text(line)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
-from dramatiq.message import Message
+
+from jobcore.envelope import decode_message
 
 if TYPE_CHECKING:
     from jobcore.broker import PlatformRedisBroker
@@ -103,7 +104,7 @@ class PlatformConsumer(_RedisConsumer):
                 if data is None:  # an id whose payload is gone (acked meanwhile)
                     continue
                 self.misses = 0
-                message = Message.decode(data)
+                message = decode_message(data, self.queue_name)
                 self.queued_message_ids.add(message.message_id)
                 self.held.add(str(message.options.get("redis_message_id")))
                 return MessageProxy(message)
@@ -139,15 +140,18 @@ class PlatformConsumer(_RedisConsumer):
         self.broker.notify("after_message_rejected", self.queue_name, redis_id, data, reason)
 
     def _find_redis_id(self, data: bytes) -> str | None:
+        keys = self.broker.keys
+        acks = keys.acks(self.broker.broker_id, self.queue_name)
         try:
             rid = json.loads(data)["options"]["redis_message_id"]
-            if isinstance(rid, str):
+            # The id the payload claims, if this worker holds it with this payload (a copied
+            # payload claims its original's id: nacking that one would strand this one).
+            if isinstance(rid, str) and self.broker.client.sismember(acks, rid) and \
+                    self.broker.client.hget(keys.messages(self.queue_name), rid) == data:
                 return rid
         except Exception:
             pass
-        # Not even JSON: find it among the ids this worker holds for this queue.
-        keys = self.broker.keys
-        acks = keys.acks(self.broker.broker_id, self.queue_name)
+        # Not JSON, or not its own id: find it among the ids this worker holds for this queue.
         ids = [i.decode() if isinstance(i, bytes) else i for i in self.broker.client.smembers(acks)]
         payloads = self.broker.client.hmget(keys.messages(self.queue_name), ids) if ids else []
         for rid, payload in zip(ids, payloads, strict=False):

@@ -43,6 +43,11 @@ class MessageTooLarge(EnqueueError):
     """The encoded message is larger than ``MAX_MESSAGE_BYTES``."""
 
 
+class InvalidMessage(PlatformError):
+    """A payload fetched from a queue is not a message envelope the worker can process
+    (:mod:`jobcore.envelope`); it is dead-lettered and recorded as rejected."""
+
+
 class LedgerError(PlatformError):
     """The ledger could not record a transition."""
 

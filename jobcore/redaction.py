@@ -272,9 +272,12 @@ class Redactor:
         else:
             text = raw
         try:
-            data = json.loads(text)
+            return self._structured_payload(json.loads(text), positional_names)
         except (ValueError, RecursionError):
+            # Not JSON, or nested deeper than the recursive redaction can follow.
             return self.text(_mask_raw_args(text))
+
+    def _structured_payload(self, data: Any, positional_names: Sequence[str] | None) -> str:
         if not isinstance(data, dict):
             return json.dumps(self.value(data), ensure_ascii=False)
         out: dict[str, Any] = {}

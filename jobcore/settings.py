@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -230,6 +231,11 @@ class Settings:
     console_secure_cookie: bool = False
     # DEV_ENV=1 only: a request without a login acts with this role ("" = login required).
     console_anonymous_role: str = ""
+    # Grafana's role on the control database (docs/security.md): created NOLOGIN by the
+    # control migrations with SELECT on the ledger tables and on tenants without
+    # database_url; `python -m jobcore.readonly_role` gives it LOGIN with this password.
+    ledger_readonly_role: str = "jobs_readonly"
+    ledger_readonly_password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -298,6 +304,9 @@ class Settings:
             raise ConfigurationError("CONSOLE_ANONYMOUS_ROLE must be empty, 'viewer' or 'operator'")
         if self.console_anonymous_role and not self.dev_env:
             raise ConfigurationError("CONSOLE_ANONYMOUS_ROLE is only allowed with DEV_ENV=1")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.ledger_readonly_role):
+            raise ConfigurationError("LEDGER_READONLY_ROLE must be a lower-case PostgreSQL identifier "
+                                     "(letters, digits, underscores; at most 63)")
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")

@@ -180,8 +180,8 @@ class Drainer:
                     continue
                 # Caught up: wait for new entries, then a flush interval more so that the
                 # next transaction carries a batch rather than one event.
-                self._wait_for_entries(1.0)
-                stop.wait(flush_s)
+                if self._wait_for_entries(1.0):
+                    stop.wait(flush_s)
             except Exception as exc:  # never let the drainer die; back off while PG/Redis is down
                 failures += 1
                 if on_state is not None:
@@ -194,7 +194,9 @@ class Drainer:
                             str(exc).strip()[:300], backoff)
                 stop.wait(backoff)
 
-    def _wait_for_entries(self, timeout_s: float) -> None:
-        """Block until an entry newer than the last one applied exists (XREAD BLOCK)."""
+    def _wait_for_entries(self, timeout_s: float) -> bool:
+        """Block until an entry newer than the last one applied exists (XREAD BLOCK);
+        False if none came within ``timeout_s``."""
         after = format_id(self._trimmed) if self._trimmed is not None else "0-0"
-        self.stream.client.xread({self.stream.keys.ledger_stream: after}, count=1, block=int(timeout_s * 1000))
+        return bool(self.stream.client.xread({self.stream.keys.ledger_stream: after}, count=1,
+                                             block=int(timeout_s * 1000)))

@@ -194,6 +194,8 @@ def _build(data: Any, attempt: int | None) -> Event:
             return Pending(_unref(body[0]), float(body[1]), body[2], body[3], body[4],
                            None if body[5] is None else int(body[5]))
         if k is Kind.STARTED:
+            if attempt is not None and attempt < 1:
+                raise LedgerError(f"invalid attempt number {attempt!r}")
             return Started(_unref(body[0]), float(body[1]), str(body[2]),
                            int(attempt) if attempt is not None else int(body[3]))
         if k is Kind.ATTEMPT_FAILED:

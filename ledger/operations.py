@@ -75,14 +75,19 @@ def dead_letters(broker: PlatformRedisBroker, queue_name: str, *, limit: int = 1
     for rid, raw in zip(ids, payloads, strict=True):
         try:
             data = json.loads(raw or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
+        if not isinstance(data, dict):
+            data = {}  # JSON, but not a message: listed as undecodable
         actor = broker.actors.get(str(data.get("actor_name"))) if isinstance(data, dict) else None
         # An unknown actor's positional secrets cannot be recognised: all are masked.
         names = positional_names(actor.fn) if actor is not None else None
         raw_args, raw_kwargs = (data.get("args"), data.get("kwargs")) if isinstance(data, dict) else ([], {})
-        args = redactor.positional(raw_args, names) if isinstance(raw_args, list) else [MASK]
-        kwargs = redactor.value(raw_kwargs) if isinstance(raw_kwargs, dict) else MASK
+        try:
+            args = redactor.positional(raw_args, names) if isinstance(raw_args, list) else [MASK]
+            kwargs = redactor.value(raw_kwargs) if isinstance(raw_kwargs, dict) else MASK
+        except RecursionError:  # nested deeper than redaction follows: listed, masked
+            args, kwargs = [MASK], MASK
         rows.append({"redis_id": rid, "message_id": data.get("message_id"), "actor": data.get("actor_name"),
                      "args": args, "kwargs": kwargs, "undecodable": not data})
     return rows

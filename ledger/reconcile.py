@@ -61,7 +61,7 @@ def present_message_ids(client: Any, keys: Keys) -> set[str]:
         for _rid, data in client.hscan_iter(key, count=1000):
             try:
                 ids.add(json.loads(data)["message_id"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):  # garbage: not a run of ours
                 continue
     return ids
 

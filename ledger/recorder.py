@@ -166,7 +166,10 @@ class Recorder:
     def bounded(self, value: Any, limit: int) -> Any:
         """``value`` as stored: redacted, storable and at most ``limit`` bytes of JSON
         (larger values become ``{"truncated": true, "bytes": n, "preview": ...}``)."""
-        value = self.redactor.value(_jsonable(value))
+        try:
+            value = self.redactor.value(_jsonable(value))
+        except RecursionError:
+            value = _sanitize(value)  # depth-capped: a result nested too deeply is cut, not lost
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             size = len(text.encode("utf-8"))

@@ -97,6 +97,17 @@ def next_id(value: StreamId) -> StreamId:
     return value[0], value[1] + 1
 
 
+def _attempt(raw: bytes) -> int | None:
+    """The attempt number field of an entry; -1 for one that is not a number (the event is
+    then parked by the drainer instead of stalling it)."""
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stream entry: its id, the encoded event and (STARTED) the assigned attempt."""
@@ -143,8 +154,7 @@ class EventStream:
         """Up to ``count`` entries after ``after`` (from the start when None)."""
         start = "-" if after is None else "(" + format_id(after)
         flat: Any = self._read(keys=[self.keys.ledger_stream], args=[start, count])
-        return [Entry(parse_id(flat[i]), flat[i + 1], int(flat[i + 2]) if flat[i + 2] else None)
-                for i in range(0, len(flat), 3)]
+        return [Entry(parse_id(flat[i]), flat[i + 1], _attempt(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     def last_id(self) -> StreamId | None:
         """The id of the newest entry (None when the stream is empty)."""

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from metrics.server import build_registry, serve
+from middleware.log_redaction import install_log_redaction
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [PID %(process)d] [%(name)s] "
                         "[%(levelname)s] %(message)s")
+    install_log_redaction()  # scrape errors log exception messages and tracebacks
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -26,6 +26,7 @@ from dramatiq import Middleware
 from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 
+from jobcore.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, identifier
 from jobcore.errors import AlreadyFinished, JobRevoked
 from jobcore.message_state import state
 from ledger.events import AttemptFailed, Finished, Rejected
@@ -56,6 +57,11 @@ class Ledger(Middleware):
         st.attempt = verdict.attempt
         st.started_at = time.time()
         st.started_entry = verdict.entry
+        # The run has a row now (STARTED creates it). A message from a foreign producer
+        # lacks the mark: without it, its retry was taken for a new run of a known id and
+        # silently not enqueued (the run stayed STARTED until reconciliation re-sent it
+        # with the arguments the ledger never had).
+        message.options["ledger_tracked"] = 1
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
@@ -113,8 +119,9 @@ class Ledger(Middleware):
         except Exception:
             pass
         recorder = self.ledger.recorder
-        self.ledger.record(Rejected(q_name(queue_name), redis_id, _str(message_id), _str(actor_name),
-                                    recorder.text(reason), self._payload(data), time.time()))
+        self.ledger.record(Rejected(q_name(queue_name), _fits(redis_id, MAX_ID_CHARS), _fits(message_id, MAX_ID_CHARS),
+                                    _fits(actor_name, MAX_NAME_CHARS), recorder.text(reason), self._payload(data),
+                                    time.time()))
 
     def _payload(self, raw: bytes | str) -> str:
         """A rejected message as stored: redacted field by field, and every positional
@@ -132,5 +139,8 @@ class Ledger(Middleware):
         self.ledger.stop_background()
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def _fits(value: Any, limit: int) -> str | None:
+    """``value`` if it can go into its identity column as it is (a string of at most
+    ``limit`` printable characters), else None: a garbage id must not make the record of
+    its rejection unwritable (the payload column keeps it, redacted)."""
+    return value if identifier(limit)(value) is None else None

@@ -2,7 +2,10 @@
 
 dramatiq logs messages with their arguments (``Failed to process message
 EXAMPLE_WITH_ARGS('hunter2')``); this filter rewrites such records so that message
-arguments are redacted and known secret values are masked in the final text.
+arguments are redacted (positional ones by the actor's parameter names, all of them for an
+actor the process does not know) and known secret values are masked in the final text,
+tracebacks included. It is installed on the root handlers of every process: worker, scheduler,
+exporter and CLI (:func:`install_log_redaction`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from typing import Any
 
 from dramatiq import Middleware
+from dramatiq import broker as dramatiq_broker
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
@@ -18,9 +22,22 @@ from jobcore.redaction import Redactor, get_redactor
 
 
 def _describe(message: Message | MessageProxy, redactor: Redactor) -> str:
-    args, kwargs = redactor.arguments(None, message.args, message.kwargs)
+    fn = _actor_fn(message.actor_name)
+    if fn is None:
+        # An actor this process does not know: a positional secret has no name to go by.
+        args, kwargs = redactor.positional(list(message.args), None), redactor.value(message.kwargs)
+    else:
+        args, kwargs = redactor.arguments(fn, message.args, message.kwargs)
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     return f"{message.actor_name}({', '.join(parts)})"
+
+
+def _actor_fn(actor_name: Any) -> Any:
+    """The function of ``actor_name`` on the broker this process set, if any (never
+    dramatiq's ``get_broker()``, which would build a default broker)."""
+    current = dramatiq_broker.global_broker
+    actor = current.actors.get(actor_name) if current is not None and isinstance(actor_name, str) else None
+    return actor.fn if actor is not None else None
 
 
 class RedactingFilter(logging.Filter):
@@ -31,6 +48,17 @@ class RedactingFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception as exc:
+            # An exception raised here would come out of the caller's logging call (a worker
+            # thread logging a failed message would die of it); and an unredacted record
+            # must not be written either.
+            record.msg = f"[log record withheld: it could not be redacted ({type(exc).__name__})]"
+            record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
         redactor = self._redactor or get_redactor()
         if record.args:
             args = record.args if isinstance(record.args, tuple) else (record.args,)
@@ -44,7 +72,6 @@ class RedactingFilter(logging.Filter):
         redacted = redactor.text(text)
         if redacted != text:
             record.msg, record.args = redacted, None
-        return True
 
 
 class ResultsAreKeptFilter(logging.Filter):
@@ -57,7 +84,9 @@ class ResultsAreKeptFilter(logging.Filter):
 
 
 def install_log_redaction(redactor: Redactor | None = None) -> None:
-    """Attach the filters to every root handler (idempotent)."""
+    """Attach the filters to every root handler (idempotent). Every process calls it once
+    its logging is configured: workers (:class:`LogRedaction`), the scheduler
+    (``python -m periodic``), the exporter (``python -m metrics``) and ``jobctl``."""
     root = logging.getLogger()
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):

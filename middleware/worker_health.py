@@ -14,11 +14,13 @@ messages into this worker's ack set but the worker never received them, and sinc
 worker is alive no maintenance ever returns them (measured: 45 s and counting, nothing
 logged). Every ``STUCK_FETCH_GRACE_MS`` each consumer's ack set is compared with what it
 holds; ids unheld in two consecutive checks are requeued, logged and counted
-(``stuck_fetch_requeued``), so such a message waits at most twice the grace.
+(``stuck_fetch_requeued``), so such a message waits at most twice the grace. A stuck id
+whose payload names another Redis id (a copy) is dead-lettered with that reason instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -58,8 +60,33 @@ class WorkerHealth(BackgroundLoops):
             unheld = consumer.unheld_ack_ids()
             stuck = unheld & self._suspects.get(queue_name, set())
             self._suspects[queue_name] = unheld - stuck
+            stuck -= self._quarantine_copies(broker, queue_name, stuck)
             if stuck:
                 broker.do_requeue(queue_name, *sorted(stuck))
                 broker.client.hincrby(broker.keys.stats, "stuck_fetch_requeued", len(stuck))
                 log.error("Requeued %d message(s) stuck in this worker's ack set for %s "
                           "(fetched in Redis, never received): %s", len(stuck), queue_name, sorted(stuck))
+
+    def _quarantine_copies(self, broker: Any, queue_name: str, stuck: set[str]) -> set[str]:
+        """Dead-letter the stuck ids whose payload names another Redis id (a payload copied
+        under a second id by a foreign producer or a hand-made requeue): the worker acks a
+        message by the id its payload names, so such a one is never acked and, requeued,
+        would come back forever. Returns the ids dead-lettered."""
+        if not stuck:
+            return set()
+        ids = sorted(stuck)
+        payloads = broker.client.hmget(broker.keys.messages(queue_name), ids)
+        copies = set()
+        for rid, payload in zip(ids, payloads, strict=True):
+            try:
+                named = json.loads(payload)["options"]["redis_message_id"] if payload is not None else rid
+            except Exception:
+                continue  # undecodable: requeued, the consumer dead-letters it with its reason
+            if named == rid:
+                continue
+            reason = "options.redis_message_id names another Redis id (a copied payload): it can never be acked"
+            log.error("Dead-lettering %s on queue %s: %s", rid, queue_name, reason)
+            broker.do_nack(queue_name, rid)
+            broker.notify("after_message_rejected", queue_name, rid, payload, reason)
+            copies.add(rid)
+        return copies

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [PID %(process)d] [%(name)s] "
                         "[%(levelname)s] %(message)s")
+    from middleware.log_redaction import install_log_redaction
+
+    install_log_redaction()
     import jobplatform
     from periodic.scheduler import run
 

@@ -30,8 +30,11 @@ class PeriodicMiddleware(Middleware):
         if not scheduled:
             return
         try:
-            late = (datetime.now(UTC) - datetime.fromisoformat(scheduled)).total_seconds()
-        except ValueError:
+            tick = datetime.fromisoformat(scheduled)
+            # The scheduler writes UTC with an offset; a naive time from another producer is
+            # read as UTC rather than failing the job over a log line.
+            late = (datetime.now(UTC) - (tick if tick.tzinfo else tick.replace(tzinfo=UTC))).total_seconds()
+        except (TypeError, ValueError):
             return
         if late > 30:
             log.warning("Running %s for its tick %s, %.0f s late", message.actor_name, scheduled, late)

@@ -19,13 +19,14 @@ import pytest
 import redis as redis_lib
 import yaml
 
-from tests.conftest import BASE_PG, BASE_REDIS, create_database, drop_database, flush_namespace, wait_for
+from tests.conftest import BASE_PG, BASE_REDIS, admin_execute, create_database, drop_database, flush_namespace, wait_for
 from tests.support.metrics_prometheus import free_port, get_json
 from tests.support.metrics_tools import COMPOSE, METRICS, ROOT, require_tool
 
 pytestmark = pytest.mark.acceptance
 
-SECRETS = {"POSTGRES_PASSWORD": "unused-locally", "GRAFANA_ADMIN_PASSWORD": "unused-locally"}
+SECRETS = {"POSTGRES_PASSWORD": "unused-locally", "GRAFANA_ADMIN_PASSWORD": "unused-locally",
+           "LEDGER_READONLY_PASSWORD": "unused-locally"}
 BIN = Path(sys.executable).parent
 
 
@@ -73,6 +74,7 @@ def test_every_service_command_starts_natively(redis_url: str, tmp_path: Path) -
     db = f"h6_compose_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     database_url = create_database(db)
     namespace = f"h6compose{uuid.uuid4().hex[:8]}"
+    readonly = f"h6ro_{uuid.uuid4().hex[:8]}"  # Grafana's role, of this test's own: roles are cluster-wide
     client = redis_lib.Redis.from_url(BASE_REDIS)
     running: list[Service] = []
 
@@ -99,13 +101,18 @@ def test_every_service_command_starts_natively(redis_url: str, tmp_path: Path) -
         assert own.config_get("appendonly")["appendonly"] == "yes"
         assert own.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
 
-        migrations = start("migrations")
+        migrations = start("migrations", LEDGER_READONLY_ROLE=readonly)
         assert migrations.proc.wait(120) == 0, migrations.log
         import psycopg2
 
         with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass('job_runs'), to_regclass('schedule_ticks')")
             assert all(cur.fetchone())
+        ledger_readonly = start("ledger-readonly", LEDGER_READONLY_ROLE=readonly)
+        assert ledger_readonly.proc.wait(60) == 0, ledger_readonly.log
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (readonly,))
+            assert cur.fetchone() == (True,)
 
         worker = start("worker")
         wait_for(lambda: "Worker process is ready" in worker.log or not worker.alive(), 90, what="worker ready")
@@ -160,6 +167,7 @@ def test_every_service_command_starts_natively(redis_url: str, tmp_path: Path) -
 
         reset_control_engine()
         drop_database(db)
+        admin_execute(f'DROP ROLE IF EXISTS "{readonly}"')
     assert BASE_PG
 
 

@@ -160,15 +160,15 @@ def _jobctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_jobctl_revoke_during_a_flush_waits_for_the_buffer(broker, start_worker, redis_client):
-    """The worker's drainer batches every 5 s here, so when jobctl runs, the run has
+    """The worker's drainer batches every 30 s here, so when jobctl runs, the run has
     completed in Redis while PostgreSQL still says PENDING. jobctl applies the buffer
     first: the run is reported finished, stays COMPLETED, and is never re-run."""
     from tests.support.effect_actors import counted, executions_key
 
-    start_worker("tests.support.effect_actors", env={"LEDGER_FLUSH_MS": "5000"})
-    time.sleep(1.5)  # let the worker's drainer settle into its flush wait
-    msg = counted.send()
-    settle()  # PENDING in PostgreSQL; STARTED and FINISHED will wait in the buffer
+    start_worker("tests.support.effect_actors", env={"LEDGER_FLUSH_MS": "30000"})
+    time.sleep(1.5)  # the worker's drainer is idle, waiting for entries
+    msg = counted.send(1.0)  # PENDING and STARTED wake the drainer, which then waits 30 s
+    settle()  # PENDING in PostgreSQL; the FINISHED written a second later waits in the buffer
     wait_for(lambda: redis_client.hget(executions_key(), msg.message_id), 10, what="the job to run")
     wait_for(lambda: redis_client.hlen(broker.keys.messages("default")) == 0, 10, what="the ack")
     assert run_row(msg.message_id)["status"] != "FINISHED"  # the ledger is behind: the defect's window

@@ -16,7 +16,8 @@ from tests.support.metrics_tools import COMPOSE, ROOT, require_tool
 
 pytestmark = pytest.mark.unit
 
-SECRETS = {"POSTGRES_PASSWORD": "pw-from-env-1", "GRAFANA_ADMIN_PASSWORD": "pw-from-env-2"}
+SECRETS = {"POSTGRES_PASSWORD": "pw-from-env-1", "GRAFANA_ADMIN_PASSWORD": "pw-from-env-2",
+           "LEDGER_READONLY_PASSWORD": "pw-from-env-3"}
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,17 +57,25 @@ def test_no_secret_literals_in_the_file() -> None:
     assert "pw-from-env-1" in config["worker"]["environment"]["DATABASE_URL"]
     assert config["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pw-from-env-1"
     assert config["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "pw-from-env-2"
-    assert config["grafana"]["environment"]["LEDGER_DB_PASSWORD"] == "pw-from-env-1"
+    # Grafana reads the ledger as the read-only role, never as the owner (POSTGRES_USER).
+    assert config["grafana"]["environment"]["LEDGER_DB_USER"] == "jobs_readonly"
+    assert config["grafana"]["environment"]["LEDGER_DB_PASSWORD"] == "pw-from-env-3"
+    assert "pw-from-env-1" not in str(config["grafana"])
+    assert config["ledger-readonly"]["environment"]["LEDGER_READONLY_PASSWORD"] == "pw-from-env-3"
 
 
 def test_services_and_commands() -> None:
     services = rendered()["services"]
-    assert set(services) == {"redis", "postgres", "migrations", "worker", "scheduler", "exporter", "console",
+    assert set(services) == {"redis", "postgres", "migrations", "ledger-readonly", "worker", "scheduler", "exporter",
+                             "console",
                              "prometheus", "grafana"}
     redis = services["redis"]["command"]
     assert redis[redis.index("--appendonly") + 1] == "yes"
     assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
     assert services["migrations"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["ledger-readonly"]["command"] == ["python", "-m", "jobcore.readonly_role"]
+    assert services["ledger-readonly"]["depends_on"]["migrations"]["condition"] == "service_completed_successfully"
+    assert services["grafana"]["depends_on"]["ledger-readonly"]["condition"] == "service_completed_successfully"
     assert services["worker"]["command"][:2] == ["dramatiq", "actors"]
     assert services["scheduler"]["command"] == ["python", "-m", "periodic", "run"]
     assert services["exporter"]["command"] == ["python", "-m", "metrics"]

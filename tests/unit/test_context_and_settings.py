@@ -52,6 +52,8 @@ def test_settings_from_env_types_and_dev_switch():
     ({"DEV_ENV": "maybe"}, "DEV_ENV"),
     ({"MIN_BACKOFF_MS": "9000", "MAX_BACKOFF_MS": "8000"}, "BACKOFF"),
     ({"REDIS_URL": "localhost"}, "REDIS_URL"),
+    ({"LEDGER_READONLY_ROLE": 'ro"; DROP TABLE x; --'}, "LEDGER_READONLY_ROLE"),
+    ({"LEDGER_READONLY_ROLE": "Grafana"}, "LEDGER_READONLY_ROLE"),
 ])
 def test_bad_settings_name_the_variable(env, needle):
     with pytest.raises(ConfigurationError, match=needle):

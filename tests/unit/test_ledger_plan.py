@@ -4,6 +4,8 @@ the ledger's rules (``ledger.model``), which each batched statement implements p
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,23 @@ def test_a_short_run_drained_at_once_becomes_one_row_insert():
     [group] = plan([Pending(run, 1, [], {}, {}), Started(run, 2, "w", 1), Finished(run, 3, "COMPLETED", 1)])
     assert not group.pending and not group.started and list(group.created) == ["m0"]
     assert group.finished["m0"].started_at == 2 and group.finished["m0"].worker_id == "w"
+
+
+def test_a_started_entry_with_a_bad_attempt_number_is_refused_not_fatal():
+    from jobcore.errors import LedgerError
+    from ledger.events import decode_many
+
+    raw = encode(Started(RUNS[0], 1.0, "w", 1))
+    [bad] = decode_many([raw], [-1])
+    assert isinstance(bad, LedgerError)
+
+
+def test_a_result_nested_too_deeply_is_stored_cut_not_lost():
+    from jobcore.redaction import Redactor
+    from ledger.recorder import Recorder
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    stored = Recorder(lambda: Redactor(("password",))).result(deep)
+    assert "nested too deeply" in json.dumps(stored)
