@@ -9,13 +9,13 @@ are); a signal here is what the alert's expression evaluates to now, without its
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from jobcore.queues import queue_depths
+from jobcore.settings import get_settings
 from metrics.ledger import LedgerSnapshot, read_ledger
 from metrics.redis_state import RedisSnapshot, read_redis
 from metrics.ticks import ScheduleState, read_ticks
@@ -27,8 +27,8 @@ BACKLOG_READY = 1000          # JobBacklogCount
 ERROR_RATIO = 0.2             # JobErrorSpike
 ERROR_MIN = 5                 # JobErrorSpike
 LEDGER_BUFFER_AGE_S = 60      # LedgerBufferBacklog
-EXPORTER_WINDOW_S = int(os.environ.get("EXPORTER_WINDOW_S", "600"))
-SCHEDULER_TIMEOUT_MS = int(os.environ.get("SCHEDULER_HEARTBEAT_TIMEOUT_MS", "30000"))
+EXPORTER_WINDOW_S = get_settings().exporter_window_s
+SCHEDULER_TIMEOUT_MS = get_settings().scheduler_heartbeat_timeout_ms
 
 
 @dataclass

@@ -56,13 +56,17 @@ def _env_tuple(raw: str) -> tuple[str, ...]:
 class Settings:
     """Every knob of the platform. Field name upper-cased is the environment variable."""
 
+    # Redis of the broker and the ledger buffer (`redis://`, `rediss://` for TLS; user and password in the URL).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The control database: the ledger, ticks, the tenant registry.
     database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/jobplatform"
     # Prefix of every Redis key the broker and the platform write; lets tests and
     # several deployments share one Redis.
     redis_namespace: str = "dramatiq"
-    # Secrets are kept out of repr() so a logged Settings object leaks nothing.
+    # PostHog project key for `$exception` events (empty: none sent). Secrets are kept
+    # out of repr(), so a logged Settings object leaks nothing.
     posthog_api_key: str = field(default="", repr=False)
+    # Where PostHog `$exception` events are sent (events only with POSTHOG_API_KEY set).
     posthog_host: str = "https://us.i.posthog.com"
     # Seconds the PostHog client waits per HTTP request; events are sent from a
     # background thread so a slow PostHog never blocks a job.
@@ -70,10 +74,13 @@ class Settings:
     # The seed's DEV_ENV rule: "1" means a developer machine, where production
     # schedules stay off unless SCHEDULES_ENABLED=1.
     dev_env: bool = False
+    # Run production schedules even with DEV_ENV=1.
     schedules_enabled: bool = False
     # Retry policy defaults (seed: up to 2 retries, 2 s initial, capped at 8 s).
     max_retries: int = 2
+    # First retry delay (doubled per retry, 10% jitter).
     min_backoff_ms: int = 2000
+    # Longest retry delay.
     max_backoff_ms: int = 8000
     # Default age limit for a queued message before it is EXPIRED (0 = none).
     max_age_ms: int = 3_600_000
@@ -83,10 +90,13 @@ class Settings:
     # redelivered by the orphan sweeper. Workers heartbeat from a dedicated thread,
     # so a busy worker is never mistaken for a dead one.
     heartbeat_timeout_ms: int = 30_000
+    # How often a worker heartbeats (at most half of HEARTBEAT_TIMEOUT_MS).
     heartbeat_interval_ms: int = 5_000
+    # How often each worker returns dead workers' messages to their queues.
     sweep_interval_ms: int = 10_000
     # Ledger–broker reconciliation: runs whose message is gone from Redis are re-enqueued.
     reconcile_interval_ms: int = 60_000
+    # A run must be idle this long before reconciliation looks at it.
     reconcile_grace_ms: int = 30_000
     # A message in a live worker's ack set that the worker does not hold (a lost fetch
     # reply) is requeued once it has been seen unheld this long.
@@ -95,6 +105,7 @@ class Settings:
     retention_days: int = 30
     # How often the revocation watcher looks for revoked running messages.
     revoke_poll_ms: int = 500
+    # Key words whose values are masked in arguments, errors, logs and events (matched as words of a key).
     redact_keys: tuple[str, ...] = field(default=DEFAULT_REDACT_KEYS)
     # --- the ledger (docs/ledger.md) ---------------------------------------------------
     # Connections of each process's control-database pool (CLI, revocation, reconciliation).
@@ -120,8 +131,10 @@ class Settings:
     max_message_bytes: int = 256 * 1024
     # Results and progress larger than this are stored truncated, with a marker.
     max_result_bytes: int = 64 * 1024
+    # Progress reports larger than this are stored truncated, with a marker.
     max_progress_bytes: int = 8 * 1024
     # --- PostgreSQL timeouts (jobcore/pg.py) ------------------------------------------
+    # Connect timeout of every PostgreSQL connection.
     pg_connect_timeout_s: int = 5
     # Control database (ledger drain, revocation, reconciliation, ticks, CLI).
     pg_statement_timeout_ms: int = 30_000
@@ -134,6 +147,7 @@ class Settings:
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.
     tenant_engine_cache_size: int = 8
+    # Connections per cached tenant engine (no overflow).
     tenant_pool_size: int = 2
     # Whole-deployment budget of tenant connections that the settings above must fit in.
     tenant_connection_budget: int = 64
@@ -142,6 +156,10 @@ class Settings:
     # tenant databases (it does the pooling across all processes).
     tenant_pool_mode: str = "lru"
     # --- scheduling ----------------------------------------------------------------
+    # The schedules this scheduler runs (and the exporter watches), comma-separated names
+    # (empty: all); for staged roll-outs, tests and the demo.
+    schedules_only: tuple[str, ...] = ()
+    # Cadence of EMAIL_SYNC_PERIODIC, in minutes.
     email_sync_interval_min: int = 15
     # A tick CLAIMED this long ago and still not sent (its scheduler died between the
     # claim and the send) is re-sent by any live scheduler, and exported as unsent.
@@ -151,10 +169,15 @@ class Settings:
     # schedule's tick now (e.g. 05:59:57 America/New_York for dr_auto_approval).
     scheduler_clock_start: str = ""
     # --- outbound e-mail (SMTP) --------------------------------------------------------
+    # Outbound mail server.
     smtp_host: str = "127.0.0.1"
+    # Its port (25 or 587 for STARTTLS, 465 for SMTPS).
     smtp_port: int = 25
+    # SMTP AUTH user (empty: no AUTH).
     smtp_user: str = ""
+    # SMTP AUTH password.
     smtp_password: str = field(default="", repr=False)
+    # Envelope and From address of platform mail.
     smtp_from: str = "jobs@localhost"
     # Transport security (docs/security.md, "TLS"): "starttls" (upgrade, required: a
     # server that does not offer it is an error), "smtps" (implicit TLS, usually port
@@ -162,8 +185,11 @@ class Settings:
     # else the system's CAs. With "none", SMTP AUTH is refused unless
     # SMTP_ALLOW_PLAINTEXT_AUTH=1 says a password may travel in clear (a local relay).
     smtp_tls: str = "starttls"
+    # CA file to verify the SMTP server's certificate (empty: the system CAs).
     smtp_ca_file: str = ""
+    # Allow SMTP AUTH without TLS (only with SMTP_TLS=none; never in production).
     smtp_allow_plaintext_auth: bool = False
+    # Seconds per SMTP socket operation.
     smtp_timeout: float = 10.0
     # Both products' notification outboxes: a message the SMTP server refused (or lost
     # after connecting) waits this long, doubled per charged attempt (at most 6 h), before
@@ -175,32 +201,45 @@ class Settings:
     # --- escrow platform externals -------------------------------------------------
     # https outside DEV_ENV=1 (validate()): the key and the bank's payloads travel here.
     internal_api_url: str = "https://127.0.0.1:8080/internal/status"
+    # Key the AWS status check posts to the internal dashboard API with.
     internal_api_key: str = field(default="", repr=False)
+    # The platform's S3 bucket the status check probes.
     s3_bucket: str = "seedtrust-status"
+    # S3 endpoint (empty: AWS; set for a local S3 such as moto).
     s3_endpoint_url: str = ""
+    # AWS region of the S3 client.
     aws_region: str = "us-east-1"
+    # CloudFront URL the status check fetches.
     cloudfront_url: str = ""
+    # Huntington bank gateway (https:// outside DEV_ENV=1).
     bank_gateway_url: str = "https://127.0.0.1:8099"
+    # Seconds per bank socket read.
     bank_timeout: float = 10.0
+    # Seconds per socket read of other outbound HTTP calls.
     http_timeout: float = 10.0
     # Overall bound, in seconds, on one outbound HTTP call (connect, send, headers and the
     # whole body); BANK_TIMEOUT / HTTP_TIMEOUT bound each socket read within it.
     http_deadline: float = 30.0
     # boto3 (S3) clients: explicit time-outs and attempts instead of botocore's 60 s + retries.
     aws_connect_timeout: float = 5.0
+    # boto3 read timeout, seconds.
     aws_read_timeout: float = 10.0
+    # boto3 attempts in all (standard retry mode).
     aws_max_attempts: int = 3
     # --- escrow domain jobs ------------------------------------------------------------
     # A batch run waits this long for the batch lock; if another live run holds it, the
     # run is retried (BatchBusy) after HUNTINGTON_BUSY_RETRY_MS, at most
     # HUNTINGTON_BUSY_MAX_RETRIES times (60 x 60 s: an hour), then ends ERROR.
     huntington_lock_wait_s: float = 10.0
+    # Delay before a batch run that found its batch locked is retried.
     huntington_busy_retry_ms: int = 60_000
+    # Busy retries allowed before the run ends ERROR.
     huntington_busy_max_retries: int = 60
     # Report requests: attempts charged per request (connection-level failures are not
     # charged); after a charged failure the request waits REPORT_RETRY_BACKOFF_S, doubled
     # per attempt, so its REPORT_MAX_ATTEMPTS attempts span minutes, not one run's retries.
     report_max_attempts: int = 3
+    # Back-off of a report request after a charged failure (doubling, capped at 1 h).
     report_retry_backoff_s: float = 180.0
     # DR auto-approval works through every due request in batches of this size, each
     # committed with its outbox rows.
@@ -213,19 +252,34 @@ class Settings:
     # restart workers; old ciphertexts still decrypt with the later keys).
     casemgmt_credential_keys: tuple[str, ...] = field(default=(), repr=False)
     # --- observability -------------------------------------------------------------
+    # Address the Prometheus exporter listens on.
     exporter_host: str = "127.0.0.1"
+    # Its port.
     exporter_port: int = 9300
+    # The window of the exporter's *_window metrics and of the console's health signals, seconds.
+    exporter_window_s: int = 600
+    # Read the tenant databases' domain state at scrape time (0: ledger, ticks and Redis only).
+    exporter_domain: bool = True
+    # A scheduler silent this long counts as down (SchedulerDown; the console's overview).
+    scheduler_heartbeat_timeout_ms: int = 30_000
+    # The actors the exporter zero-fills, as `actor:queue,...` (empty: every declared actor).
+    exporter_actors: tuple[str, ...] = ()
     # --- operator console (docs/console.md) ---------------------------------------------
+    # Address the operator console listens on.
     console_host: str = "127.0.0.1"
+    # Its port.
     console_port: int = 9400
+    # Request threads of the console.
     console_threads: int = 8
     # Users, comma-separated "name:role:scrypt:..." (role viewer|operator; the hash from
     # `python -m console hash-password`). Tokens: "name:role:sha256:<hex digest
     # of the token>" (`python -m console new-token`). Hashes only: never a password here.
     console_users: tuple[str, ...] = field(default=(), repr=False)
+    # API tokens, comma-separated `name:role:sha256:<hex>` (`python -m console new-token`).
     console_tokens: tuple[str, ...] = field(default=(), repr=False)
     # Signs the session cookies; required outside DEV_ENV=1 (at least 32 characters).
     console_secret_key: str = field(default="", repr=False)
+    # Lifetime of a console login.
     console_session_hours: float = 12.0
     # Secure flag of the session cookie: set it when the console is served over HTTPS.
     console_secure_cookie: bool = False
@@ -235,6 +289,7 @@ class Settings:
     # control migrations with SELECT on the ledger tables and on tenants without
     # database_url; `python -m jobcore.readonly_role` gives it LOGIN with this password.
     ledger_readonly_role: str = "jobs_readonly"
+    # Password `python -m jobcore.readonly_role` gives LEDGER_READONLY_ROLE (compose requires it).
     ledger_readonly_password: str = field(default="", repr=False)
 
     @classmethod

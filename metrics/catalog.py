@@ -7,10 +7,11 @@ for the first time. Labels carry ids only (actor, queue, schedule names, tenant 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from jobcore.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,9 @@ class ScheduleSpec:
 def known_actors() -> dict[str, str]:
     """actor name -> queue name, from the application broker; ``EXPORTER_ACTORS``
     (``actor:queue,...``) is used instead when set, or when the platform cannot be built."""
-    configured = os.environ.get("EXPORTER_ACTORS", "").strip()
+    configured = get_settings().exporter_actors
     if configured:
-        pairs = (item.split(":", 1) for item in configured.split(",") if item.strip())
+        pairs = (item.split(":", 1) if ":" in item else (item, "") for item in configured)
         return {a.strip(): (q.strip() if q.strip() else "default") for a, q in pairs}
     try:
         import jobplatform
@@ -73,6 +74,6 @@ def known_schedules() -> list[ScheduleSpec]:
     that the deployment's scheduler runs, so the others do not alert as late."""
     from periodic.schedules import all_schedules
 
-    only = {n.strip() for n in os.environ.get("SCHEDULES_ONLY", "").split(",") if n.strip()}
+    only = set(get_settings().schedules_only)
     return [ScheduleSpec(s.name, effective_severity(s.name, s.severity), s.grace, s.max_runtime, s.cadence)
             for s in all_schedules() if not only or s.name in only]

@@ -10,7 +10,6 @@ by ``jobs_exporter_source_up{source}`` = 0 and its series are left out of that s
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,10 +52,10 @@ class JobsCollector(Collector):
         from jobcore.settings import get_settings
 
         self.settings = get_settings()
-        self.window_s = window_s or int(os.environ.get("EXPORTER_WINDOW_S", "600"))
+        self.window_s = window_s or self.settings.exporter_window_s
         self.statement_timeout_ms = statement_timeout_ms
-        self.domain_enabled = domain if domain is not None else os.environ.get("EXPORTER_DOMAIN", "1") != "0"
-        self.scheduler_timeout_ms = int(os.environ.get("SCHEDULER_HEARTBEAT_TIMEOUT_MS", "30000"))
+        self.domain_enabled = domain if domain is not None else self.settings.exporter_domain
+        self.scheduler_timeout_ms = self.settings.scheduler_heartbeat_timeout_ms
         self.started_at = datetime.now(UTC)
         self.actors = known_actors()
         self.schedules: list[ScheduleSpec] = known_schedules()

@@ -14,10 +14,12 @@ occurrence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
 
 
 class Cadence(Protocol):
@@ -91,74 +93,31 @@ class PeriodiqAdapter:
         return out
 
 
-def _expand(field_: str, lo: int, hi: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in field_.split(","):
-        rng, _, step_s = part.partition("/")
-        step = int(step_s) if step_s else 1
-        if rng == "*":
-            start, end = lo, hi
-        elif "-" in rng:
-            a, b = rng.split("-", 1)
-            start, end = int(a), int(b)
-        else:
-            start = int(rng)
-            end = hi if step_s else start
-        if start < lo or end > hi or start > end or step < 1:
-            raise ValueError(f"cron field {field_!r} out of range {lo}-{hi}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
-
-
-_DOW_NAMES = {"sun": "0", "mon": "1", "tue": "2", "wed": "3", "thu": "4", "fri": "5", "sat": "6"}
-
-
 @dataclass(frozen=True)
 class Cron(PeriodiqAdapter):
-    """A 5-field cron expression evaluated in ``tz`` (Sunday is 0 or 7)."""
+    """A 5-field cron expression evaluated in ``tz`` by cronsim (Sunday is 0, 7 or ``sun``).
+
+    cronsim evaluates in the expression's own zone and follows Debian cron on DST days: a
+    time skipped by the spring-forward jump fires once, right after the jump (a 02:30 job
+    runs at 03:00 EDT); a time that happens twice at fall-back fires once, the first time."""
 
     expr: str
     tz: str = "America/New_York"
-    _parsed: tuple[frozenset[int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        parts = self.expr.split()
-        if len(parts) != 5:
+        if len(self.expr.split()) != 5:
             raise ValueError(f"cron needs 5 fields: {self.expr!r}")
-        dow_field = parts[4].lower()
-        for name, num in _DOW_NAMES.items():
-            dow_field = dow_field.replace(name, num)
-        dow = {d % 7 for d in _expand(dow_field, 0, 7)}  # 7 is Sunday too
-        parsed = (_expand(parts[0], 0, 59), _expand(parts[1], 0, 23), _expand(parts[2], 1, 31),
-                  _expand(parts[3], 1, 12), frozenset(dow))
-        object.__setattr__(self, "_parsed", parsed)
-        ZoneInfo(self.tz)  # validate
-
-    def _day_matches(self, d: date) -> bool:
-        _, _, dom, months, dow = self._parsed
-        if d.month not in months:
-            return False
-        dom_any = len(dom) == 31
-        dow_any = len(dow) == 7
-        cron_dow = d.isoweekday() % 7  # Monday=1 ... Sunday=0
-        if dom_any or dow_any:
-            return d.day in dom and cron_dow in dow
-        return d.day in dom or cron_dow in dow  # classic cron: either restriction matches
+        try:
+            CronSim(self.expr, datetime.now(ZoneInfo(self.tz)))
+        except CronSimError as exc:
+            raise ValueError(f"cron {self.expr!r}: {exc}") from None
 
     def next_after(self, after: datetime) -> datetime:
-        tz = ZoneInfo(self.tz)
-        after = _aware(after).astimezone(UTC)
-        minutes, hours = sorted(self._parsed[0]), sorted(self._parsed[1])
-        day = after.astimezone(tz).date() - timedelta(days=1)
-        for _ in range(366 * 8 + 2):
-            if self._day_matches(day):
-                for h in hours:
-                    for m in minutes:
-                        fire = _local_to_utc(day, time(h, m), tz)
-                        if fire > after:
-                            return fire
-            day += timedelta(days=1)
-        raise ValueError(f"cron {self.expr!r} never fires")
+        start = _aware(after).astimezone(ZoneInfo(self.tz))
+        try:
+            return next(CronSim(self.expr, start)).astimezone(UTC)
+        except StopIteration:
+            raise ValueError(f"cron {self.expr!r} never fires") from None
 
     def describe(self) -> str:
         return f"cron '{self.expr}' ({self.tz})"

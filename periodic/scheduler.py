@@ -41,6 +41,7 @@ from typing import Any
 import pendulum
 from periodiq import Scheduler
 
+from jobcore.settings import get_settings
 from periodic.schedules import CATCH_UP_PERIOD, Schedule, all_schedules
 from periodic.ticks import (
     claim_tick,
@@ -99,7 +100,7 @@ class TickScheduler(Scheduler):
         self.claim_stale_s = claim_stale_s
         self.scheduler_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # SCHEDULES_ONLY=name,name runs a subset on this scheduler (tests, staged roll-outs).
-        only = {n.strip() for n in os.environ.get("SCHEDULES_ONLY", "").split(",") if n.strip()}
+        only = set(get_settings().schedules_only)
         by_dispatcher = {s.dispatcher: s for s in all_schedules() if not only or s.name in only}
         self.schedules: dict[str, tuple[Schedule, Any]] = {
             a.actor_name: (by_dispatcher[a.actor_name], a) for a in actors if a.actor_name in by_dispatcher}

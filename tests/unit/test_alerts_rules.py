@@ -57,7 +57,7 @@ def test_every_alert_has_summary_description_and_runbook_section() -> None:
     for alert in _alerts():
         name, notes = alert["alert"], alert.get("annotations", {})
         assert notes.get("summary") and notes.get("description"), name
-        assert notes.get("runbook_url") == f"README.md#{name.lower()}", name
+        assert notes.get("runbook_url") == f"docs/runbook.md#{name.lower()}", name
         assert name.lower() in headings, f"{name}: no '## {name}' section in README.md"
         labels = alert.get("labels", {})
         # Schedule alerts take severity/urgency from jobs_schedule_info; all others set them.
@@ -125,7 +125,7 @@ def test_every_schedule_pages_or_warns_by_severity(tmp_path: Path) -> None:
                                             "urgency": urgency(s.severity)},
                              "exp_annotations": {"summary": SUMMARIES[kind].format(s=s.name),
                                                  "description": description.format(s=s.name, sev=s.severity),
-                                                 "runbook_url": f"README.md#{kind.lower()}"}})
+                                                 "runbook_url": f"docs/runbook.md#{kind.lower()}"}})
         tests.append({"interval": "1m", "input_series": inputs,
                       "alert_rule_test": [{"eval_time": "1m", "alertname": kind, "exp_alerts": expected}]})
     (tmp_path / "alerts.yml").write_text(ALERTS.read_text())

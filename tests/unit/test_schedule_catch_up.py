@@ -114,5 +114,5 @@ def test_a_schedule_that_never_ticked_only_counts_from_the_scheduler_start():
 
 def test_catch_up_across_the_spring_forward_night():
     aggregations = schedule("agency_overnight_aggregations")  # 02:15 ET, 120 min grace
-    late, recent = plan_catch_up(aggregations, et(2026, 3, 7, 2, 15), et(2026, 3, 8, 3, 0), et(2026, 3, 8, 4, 0))
-    assert late == [] and [t.astimezone(ET).strftime("%H:%M %Z") for t in recent] == ["03:15 EDT"]
+    late, recent = plan_catch_up(aggregations, et(2026, 3, 7, 2, 15), et(2026, 3, 8, 2, 59), et(2026, 3, 8, 4, 0))
+    assert late == [] and [t.astimezone(ET).strftime("%H:%M %Z") for t in recent] == ["03:00 EDT"]
