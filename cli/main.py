@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             # A bug, not an operational error: its traceback goes through the redacting
             # log handler (an exception message can carry a secret).
-            logging.getLogger("jobctl").exception("jobctl failed")
+            command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+            logging.getLogger("jobctl").exception("jobctl %s failed", command)
             return 1
         error(_redacted(line))
         return 1
