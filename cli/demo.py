@@ -4,21 +4,23 @@ wait for a worker, then print their ledger rows and what each job did to the dat
 from __future__ import annotations
 
 import datetime as dt
+import imaplib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from cli.common import current, platform
-from cli.demo_report import agency_effects, escrow_effects, mail_sink_summary, wait_for_matching
-from cli.demo_seed import AGENCY_SLUG, ESCROW_SLUG, AgencySeed, EscrowSeed, ImapTarget
 from cli.output import plain_table
 from jobcore.db import control_engine
 from jobcore.settings import process_environment
 from ledger.reader import RunFilter, query_runs
+
+if TYPE_CHECKING:  # the seed and report modules import the actors, i.e. build the platform
+    from cli.demo_seed import AgencySeed, EscrowSeed, ImapTarget
 
 ESCROW_JOBS = ("job_dr_approval", "job_report_generation", "job_case_close_reminders", "job_account_balance_check",
                "job_user_offsite_tracking")
@@ -36,10 +38,16 @@ COLUMNS = ("id", "actor_name", "tenant_id", "status", "resolution", "attempts", 
 def demo(timeout: float, imap_url: str | None, mail_dir: Path | None) -> None:
     """Seed the demo tenants (idempotent; each run adds a day's new work), run the example
     and domain jobs, print their runs and their effects."""
+    from cli.demo_seed import ImapTarget
+
     env = process_environment()
     imap_url = imap_url or env.get("DEMO_IMAP_URL") or None
     mail_dir = mail_dir or (Path(env["DEMO_MAIL_DIR"]) if env.get("DEMO_MAIL_DIR") else None)
-    sys.exit(run_demo(timeout, ImapTarget.parse(imap_url) if imap_url else None, mail_dir))
+    try:
+        imap = ImapTarget.parse(imap_url) if imap_url else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--imap-url / DEMO_IMAP_URL") from None
+    sys.exit(run_demo(timeout, imap, mail_dir))
 
 
 def _examples() -> list[Any]:
@@ -83,9 +91,10 @@ def _seed_agency(tenant: Any, imap: ImapTarget | None, now: dt.datetime) -> Agen
     with tenant_session(tenant.id) as session:
         try:
             seed = seed_agency(session, imap, now=now)
-        except OSError as exc:  # the IMAP server is down: the rest of the demo still runs
-            click.echo(f"seed {tenant.slug}: IMAP server {imap.host}:{imap.port} unreachable ({exc}); "  # type: ignore[union-attr]
-                       "mailbox not seeded, no email sync", err=True)
+        except (OSError, imaplib.IMAP4.error) as exc:  # IMAP down or refusing: the rest of the demo still runs
+            session.rollback()
+            click.echo(f"seed {tenant.slug}: IMAP server {imap.host}:{imap.port} failed "  # type: ignore[union-attr]
+                       f"({type(exc).__name__}: {exc}); mailbox not seeded, no email sync", err=True)
             seed = seed_agency(session, None, now=now)
     added = f"added {len(seed.added)} rows of the base set" if seed.added else "base set already present"
     mail = (f"round {seed.round}: {len(seed.message_ids)} new messages in the mailbox on "
@@ -98,6 +107,8 @@ def _seed_agency(tenant: Any, imap: ImapTarget | None, now: dt.datetime) -> Agen
 def run_demo(timeout: float, imap: ImapTarget | None = None, mail_dir: Path | None = None) -> int:
     """Seed, send, wait for a worker, print the runs and their effects; 1 if a run did
     not finish within ``timeout``."""
+    from cli.demo_report import agency_effects, escrow_effects, mail_sink_summary, wait_for_matching
+    from cli.demo_seed import AGENCY_SLUG, ESCROW_SLUG
     from jobcore.context import job_context
     from tenancy.fanout import send_for_tenant
 

@@ -132,7 +132,9 @@ def test_fresh_clone_up_second_shell_demo_effects_and_ctrl_c(clone: Path, redis_
         second = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "HOME": env["HOME"]}
         expect = {("runs",): ["job_dr_approval", "job_report_generation", "EMAIL_SYNC_AGENCY", "EMAIL_MATCHING"],
                   ("schedules",): ["dr_auto_approval", "report_generation", "email_sync"],
-                  ("tenants", "list"): ["demo-escrow", "demo-agency", f"{control}_demo_escrow"]}
+                  ("tenants", "list"): ["demo-escrow", "demo-agency"],
+                  # The private control database's tenants: the settings came from the clone's .env.
+                  ("tenants", "list", "--json"): [f"/{control}_demo_escrow", f"/{control}_demo_agency"]}
         for args, rows in expect.items():
             done = subprocess.run(["jobctl", *args], cwd=clone, env=second, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, (args, done.stderr)
