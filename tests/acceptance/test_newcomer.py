@@ -8,7 +8,8 @@ it through the ``.env`` that ``.ci/up`` wrote). The demo's output must show real
 (an approval, a report e-mail that is in the SMTP sink's directory, synced mail). Then
 SIGINT to the process group, as Ctrl-C sends it: within 10 s nothing that ``.ci/up``
 started may be left, looked up by session, by the process groups of the pids it recorded
-and by those pids, and nothing may have needed a SIGKILL.
+and by those pids, and nothing may have needed a SIGKILL. A second ``.ci/up`` (stopping
+after its demo) creates nothing twice and shows the next round of work.
 
 Private control database (its tenant databases are named after it), Redis namespace and
 ports, so it collides with no other run. The clone reuses this virtualenv (``VENV=``): its
@@ -158,7 +159,25 @@ def test_fresh_clone_up_second_shell_demo_effects_and_ctrl_c(clone: Path, redis_
         assert "stopped: smtp imap worker scheduler exporter console" in output
         worker_log = (clone / "run" / "worker.log").read_text()
         assert "Stopping worker process" in worker_log and "Killing worker process" not in worker_log
+
+        # A second .ci/up: nothing is created twice, the demo shows the new day's work and
+        # says what was already done today.
+        again = subprocess.run(["bash", ".ci/up"], cwd=clone, env={**env, "UP_EXIT_AFTER_DEMO": "1"},
+                               capture_output=True, text=True, timeout=UP_DEADLINE_S, preexec_fn=default_sigint,
+                               start_new_session=True)
+        second_output = again.stdout + again.stderr
+        assert again.returncode == 0, second_output[-4000:]
+        for line in ("tenant demo-escrow (escrow) exists", "seed demo-escrow: base set already present; round 2",
+                     "seed demo-agency: base set already present; round 2: 3 new messages", "approved DR #",
+                     "report #2 e-mailed to", "already reminded earlier today", "already alerted for today",
+                     "synced 3 messages"):
+            assert line in second_output, (line, second_output[-4000:])
+        tenants = subprocess.run(["jobctl", "tenants", "list", "--json"], cwd=clone, env=second, capture_output=True,
+                                 text=True, timeout=60, check=True).stdout
+        assert tenants.count('"slug"') == 2
     finally:
+        recorded |= {int(line.split()[1]) for line in (clone / "run" / "pids").read_text().splitlines()} \
+            if (clone / "run" / "pids").exists() else set()
         for pid, *_ in _survivors(up.pid, recorded):
             try:
                 os.kill(pid, signal.SIGKILL)
