@@ -175,6 +175,8 @@ def test_fresh_clone_up_second_shell_demo_effects_and_ctrl_c(clone: Path, redis_
         tenants = subprocess.run(["jobctl", "tenants", "list", "--json"], cwd=clone, env=second, capture_output=True,
                                  text=True, timeout=60, check=True).stdout
         assert tenants.count('"slug"') == 2
+        second_pids = {int(line.split()[1]) for line in (clone / "run" / "pids").read_text().splitlines()}
+        assert len(second_pids) == 6 and not _survivors(-1, second_pids)  # it stopped what it started
     finally:
         recorded |= {int(line.split()[1]) for line in (clone / "run" / "pids").read_text().splitlines()} \
             if (clone / "run" / "pids").exists() else set()
