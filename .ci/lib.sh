@@ -23,13 +23,24 @@ apt_install() {
 }
 
 ensure_redis() {
+  # A Redis already answering on 127.0.0.1:6379 is used as it is (never restarted: it may be
+  # someone else's). One started here keeps no data for CI (.ci/run), and with "aof" (.ci/up)
+  # an append-only file fsynced every second, so the demo's queued jobs survive a restart.
+  local persistence=(--save "" --appendonly no) kept="no persistence"
+  if [ "${1:-}" = aof ]; then
+    persistence=(--save "" --appendonly yes --appendfsync everysec) kept="AOF, appendfsync everysec"
+  fi
   if command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    if [ "${1:-}" = aof ]; then
+      log "using the Redis already running on 127.0.0.1:6379 (appendonly $(redis-cli -h 127.0.0.1 -p 6379 \
+        config get appendonly 2>/dev/null | tail -1); not restarted)"
+    fi
     return
   fi
   command -v redis-server >/dev/null || apt_install redis-server
-  log "starting redis-server on 127.0.0.1:6379"
+  log "starting redis-server on 127.0.0.1:6379 ($kept)"
   $SUDO mkdir -p /var/lib/redis /var/log/redis
-  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 "${persistence[@]}" \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && return; sleep 0.2; done
   log "redis did not start"; exit 1
