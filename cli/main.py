@@ -99,14 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
             logging.getLogger("jobctl").exception("jobctl %s failed", command)
             return 1
-        error(_redacted(line))
+        error(line)  # describe() masked it (mask_url, the redactor)
         return 1
-
-
-def _redacted(line: str) -> str:
-    from jobcore.redaction import get_redactor
-
-    return get_redactor().text(line)
 
 
 if __name__ == "__main__":
