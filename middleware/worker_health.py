@@ -40,6 +40,15 @@ class WorkerHealth(BackgroundLoops):
         self.stuck_s = stuck_fetch_grace_ms / 1000
         self._suspects: dict[str, set[str]] = {}
 
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # A clean stop leaves the registry at once (WorkersDown, the console's process
+        # list), instead of counting as alive until its heartbeat times out. Its
+        # __heartbeats__ entry stays: dramatiq's maintenance must still see it expire.
+        try:
+            broker.client.zrem(broker.keys.workers, broker.broker_id)
+        except Exception as exc:  # Redis gone at shutdown: the heartbeat simply expires
+            log.warning("Could not deregister worker %s: %s", broker.broker_id, exc)
+
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         broker.heartbeat()
         super().after_worker_boot(broker, worker)

@@ -250,5 +250,9 @@ def run(broker: Any, settings: Any) -> int:
         stop.wait()
         return 0
     scheduler.loop(stop)
+    try:  # leave the scheduler registry now, not when the heartbeat times out
+        broker.client.zrem(broker.keys.schedulers, scheduler.scheduler_id)
+    except Exception as exc:
+        log.warning("Could not deregister scheduler %s: %s", scheduler.scheduler_id, exc)
     log.info("Scheduler %s stopped", scheduler.scheduler_id)
     return 0

@@ -37,6 +37,7 @@ def test_sigterm_to_the_main_process_lets_the_running_job_finish(broker, start_w
     row = run_row(msg.message_id)
     assert (row["status"], row["resolution"], row["attempts"]) == ("FINISHED", "COMPLETED", 1)
     assert broker.client.hlen(f"{broker.namespace}:default.msgs") == 0  # acked, nothing to redeliver
+    assert broker.client.zcard(broker.keys.workers) == 0  # it left the worker registry as it stopped
 
 
 def test_postgres_unavailable_for_30s_loses_no_transition(broker, start_worker):
