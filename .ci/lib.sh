@@ -90,3 +90,13 @@ ensure_tools() {
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   # The Debian prometheus package starts a server on :9090 via its service; tests run their own.
 }
+
+ensure_sentinel_tools() {
+  # Redis Sentinel (the failover acceptance test runs its own primary, replica and three
+  # sentinels on free ports) and PgBouncer (the transaction-pooling test runs its own).
+  # Debian's packages may start system services; the tests never use those.
+  local missing=()
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from jobcore.db import control_engine
@@ -340,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except PlatformError as exc:  # operator-facing: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:  # e.g. a refused password: one line, the URL masked
+        from jobcore.redis_client import describe_error
+        from jobcore.settings import get_settings
+
+        print(f"error: {describe_error(exc, get_settings())}", file=sys.stderr)
         return 1
 
 

@@ -24,16 +24,20 @@ from typing import Any
 
 import redis
 
-from jobcore.fastscript import FastScript
+from jobcore.fastscript import FastScript, Replication
 from jobcore.keys import Keys
 
-# START: may this delivery run? KEYS: revoked, finished, runs, stream.
-# ARGV: message id, STARTED event, attempt floor, register ("1": count a run Redis does
-# not know; "0": report it, so the caller asks PostgreSQL first).
-# Returns -2 revoked, -1 finished, -3 unknown run, else the attempt number, after
-# appending the STARTED event with that number (field "n").
+# START: may this delivery run? KEYS: revoked, finished, runs, stream[, the worker's ack
+# set of the message's queue]. ARGV: message id, STARTED event, attempt floor, register
+# ("1": count a run Redis does not know; "0": report it, so the caller asks PostgreSQL
+# first)[, the delivery's Redis id].
+# Returns -4 when the delivery is no longer this worker's (its Redis id left the ack set:
+# the sweeper took it back while this worker was cut off, or the fetch was lost in a
+# failover; someone else runs it), -2 revoked, -1 finished, -3 unknown run, else the
+# attempt number, after appending the STARTED event with that number (field "n").
 START_LUA = """
 local mid = ARGV[1]
+if KEYS[5] and redis.call('SISMEMBER', KEYS[5], ARGV[5]) == 0 then return -4 end
 if redis.call('ZSCORE', KEYS[1], mid) then return -2 end
 if redis.call('ZSCORE', KEYS[2], mid) then return -1 end
 if ARGV[4] ~= '1' and redis.call('HEXISTS', KEYS[3], mid) == 0 then return -3 end
@@ -56,6 +60,34 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, ARGV[2])
 end
 return redis.call('XLEN', KEYS[1])
+"""
+
+# GUARD: raise the stream's last generated id to ARGV[1] if it is below. KEYS: stream.
+# Returns the old last id when it was below (false otherwise). XADD of an explicit id and
+# XDEL of it creates the stream if need be and leaves its last id at that id.
+GUARD_LUA = """
+local target = ARGV[1]
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local lms, lseq = parse(last)
+local tms, tseq = parse(target)
+if lms > tms or (lms == tms and lseq >= tseq) then return false end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XSETID', KEYS[1], target)
+else
+  redis.call('XADD', KEYS[1], target, 'guard', '1')
+  redis.call('XDEL', KEYS[1], target)
+end
+return last
 """
 
 StreamId = tuple[int, int]
@@ -90,18 +122,26 @@ class Entry:
 class EventStream:
     """The Redis half of the ledger buffer of one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, replication: Replication | None = None) -> None:
         self.client = client
         self.keys = keys
-        self._start = FastScript(client, START_LUA)
+        self._start = FastScript(client, START_LUA, replication)
         self._trim = client.register_script(TRIM_LUA)
+        self._guard = client.register_script(GUARD_LUA)
 
     # -- written by workers --------------------------------------------------------------
-    def start(self, message_id: str, event: bytes, floor: int, *, register: bool) -> int:
-        """Run :data:`START_LUA` for one delivery (see its comment for the reply)."""
+    def start(self, message_id: str, event: bytes, floor: int, *, register: bool,
+              held: tuple[str, str, str] | None = None) -> int:
+        """Run :data:`START_LUA` for one delivery (see its comment for the reply).
+        ``held`` = (broker id, queue name, Redis id) checks that the delivery is still in
+        that worker's ack set."""
         k = self.keys
-        return int(self._start(keys=[k.revoked, k.ledger_finished, k.ledger_runs, k.ledger_stream],
-                               args=[message_id, event, floor, "1" if register else "0"]))
+        keys = [k.revoked, k.ledger_finished, k.ledger_runs, k.ledger_stream]
+        args: list[Any] = [message_id, event, floor, "1" if register else "0"]
+        if held is not None:
+            keys.append(k.acks(held[0], held[1]))
+            args.append(held[2])
+        return int(self._start(keys=keys, args=args))
 
     def append(self, event: bytes) -> None:
         """Append an event that belongs to no broker operation (progress, rejected)."""
@@ -135,6 +175,19 @@ class EventStream:
     def oldest(self) -> StreamId | None:
         first: Any = self.client.xrange(self.keys.ledger_stream, "-", "+", count=1)
         return parse_id(first[0][0]) if first else None
+
+    def guard(self, cursor: StreamId) -> StreamId | None:
+        """Make sure the stream's next ids come after ``cursor`` (the last entry applied).
+
+        A Redis that lost writes the ledger already applied (a failover to a replica
+        that had not received them, a restore from an older file) has a stream whose
+        last id is below the cursor; ids it generates are the wall clock of the new
+        primary, which a clock behind the old one could place below the cursor, and the
+        drainer would skip those entries. So the stream's last id is raised to the
+        cursor. Returns the stream's old last id when it was behind (data was lost)."""
+        k = self.keys
+        behind = self._guard(keys=[k.ledger_stream], args=[format_id(cursor)])
+        return parse_id(behind) if behind else None
 
     def length(self) -> int:
         return int(self.client.xlen(self.keys.ledger_stream))

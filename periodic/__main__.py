@@ -34,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [PID %(process)d] [%(name)s] "
                         "[%(levelname)s] %(message)s")
     import jobplatform
+    from jobcore.errors import ServiceUnavailable
     from periodic.scheduler import run
 
-    return run(jobplatform.broker, jobplatform.settings)
+    try:
+        return run(jobplatform.broker, jobplatform.settings)
+    except ServiceUnavailable as exc:  # at start: one line (password masked), no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 3
 
 
 if __name__ == "__main__":
