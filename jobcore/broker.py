@@ -251,7 +251,9 @@ class PlatformRedisBroker(RedisBroker):
         script = self._dispatch_fast
         if script is None:
             source: Any = self.scripts["dispatch"].script  # dramatiq's dispatch.lua, as registered
-            script = self._dispatch_fast = FastScript(self.client, source, self.replication)
+            # No WAIT here: a fetch lost in a failover leaves the message queued on the new
+            # primary, and START refuses the copy this worker holds (not in its ack set).
+            script = self._dispatch_fast = FastScript(self.client, source)
         return list(script(keys=[self.namespace], args=[
             "fetch", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
             self._should_do_maintenance("fetch"), self._max_unpack_size(), count]))

@@ -15,7 +15,8 @@ gets it loaded and the call is sent once more.
 
 Durability (``REDIS_WAIT_REPLICAS``): with :class:`Replication` ``replicas > 0``, each
 call is followed on the same connection by ``WAIT replicas timeout``, pipelined (one
-round trip, plus the replicas' acknowledgement).
+round trip, plus the replicas' acknowledgement). The broker uses it for its enqueue and
+ack/nack script; fetch and START need not wait (see :mod:`jobcore.broker`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class FastScript:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = self.client.connection_pool.make_connection()
+            # Connect explicitly: a Sentinel-managed connection finds the primary in
+            # connect(); redis-py's send path would otherwise connect to the pool's
+            # default address (see jobcore.redis_client).
+            conn.connect()
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn

@@ -32,6 +32,8 @@ from redis.sentinel import Sentinel
 from jobcore.errors import ConfigurationError
 from jobcore.settings import Settings, mask_url
 
+#: Default address of Sentinel-managed connections (never used: see make_client).
+UNRESOLVABLE = "sentinel-managed-primary.invalid"
 #: Seconds a sentinel has to answer "who is the primary?" (they answer from memory).
 SENTINEL_SOCKET_TIMEOUT_S = 2.0
 
@@ -116,8 +118,12 @@ def make_client(settings: Settings, *, socket_timeout: float | None = None) -> r
         sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
         # check_connection: a new connection PINGs first, so one made to a node that is
         # no longer the primary fails at once and the next asks the sentinels again.
+        # The pool's default address is one that cannot resolve: redis-py 8 connects a
+        # never-connected connection in its send path without asking the sentinels, to
+        # localhost:6379 by default, which could be another Redis; this way it fails.
         return sentinel.master_for(settings.redis_sentinel_service, redis_class=redis.Redis, ssl=tls,
-                                   check_connection=True, socket_keepalive=True, **common)
+                                   check_connection=True, socket_keepalive=True, host=UNRESOLVABLE, port=1,
+                                   **common)
     if parts.get("connection_class") is UnixDomainSocketConnection:
         common.pop("db", None)
         pool = ConnectionPool(connection_class=UnixDomainSocketConnection, path=parts.get("path"),

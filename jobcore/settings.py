@@ -76,11 +76,12 @@ class Settings:
     # jittered back-off (10 ms doubling to 1 s): a failover's first second is absorbed.
     # The platform's scripts (send, fetch, start, ack) are never retried blind.
     redis_retries: int = 3
-    # Durability against failover (docs/scaling.md): with N > 0, every enqueue, fetch,
-    # start and ack is followed by ``WAIT N REDIS_WAIT_TIMEOUT_MS`` on its connection, so
-    # it is on N replicas before it counts; a send() that N replicas did not confirm in
-    # time raises ServiceUnavailable (sending the same message again is deduplicated).
-    # 0 (default): asynchronous replication, a failover can lose the last writes.
+    # Durability against failover (docs/scaling.md): with N > 0, every send and every
+    # ack/nack is followed by ``WAIT N REDIS_WAIT_TIMEOUT_MS`` on its connection, so it is
+    # on N replicas before it counts; a send() that N replicas did not confirm in time
+    # raises ServiceUnavailable (sending the same message again is deduplicated), an ack
+    # is logged and counted. 0 (default): asynchronous replication, a failover can lose
+    # the last writes (sends vanish, acked jobs run again).
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 500
     # A worker thread about to start a job waits this long for Redis to come back (a

@@ -113,11 +113,11 @@ def build_ledger(s: Settings, keys: Keys) -> RedisStreamLedger:
         flush_ms=s.ledger_flush_ms, chunk=s.ledger_drain_chunk, lease_ms=s.ledger_lease_ms,
         backpressure_events=s.ledger_backpressure_events, dedupe_window_s=s.ledger_dedupe_window_s,
         statement_timeout_ms=s.pg_statement_timeout_ms, pg_options=s.pg_startup_options,
-        replication=replication(s), start_wait_s=s.redis_failover_wait_s)
+        start_wait_s=s.redis_failover_wait_s)
 
 
 def replication(s: Settings) -> Replication:
-    """How many replicas confirm each of the platform's script writes (REDIS_WAIT_REPLICAS)."""
+    """How many replicas confirm each send and each ack/nack (REDIS_WAIT_REPLICAS)."""
     return Replication(s.redis_wait_replicas, s.redis_wait_timeout_ms)
 
 

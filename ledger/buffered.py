@@ -27,7 +27,6 @@ from dramatiq.middleware import MiddlewareError
 from sqlalchemy import Engine
 
 from jobcore.errors import LedgerError
-from jobcore.fastscript import Replication
 from jobcore.keys import Keys
 from ledger import queries
 from ledger.drainer import Drainer, Lease
@@ -53,12 +52,12 @@ class RedisStreamLedger:
     def __init__(self, client: redis.Redis, keys: Keys, *, dsn: str, control: Callable[[], Engine], recorder: Recorder,
                  flush_ms: int = 50, chunk: int = 2000, lease_ms: int = 5000, backpressure_events: int = 1_000_000,
                  dedupe_window_s: float = 900.0, statement_timeout_ms: int = 30_000, pg_options: bool = True,
-                 replication: Replication | None = None, start_wait_s: float = 60.0) -> None:
+                 start_wait_s: float = 60.0) -> None:
         self.client = client
         self.keys = keys
         self.recorder = recorder
         self.control = control
-        self.stream = EventStream(client, keys, replication)
+        self.stream = EventStream(client, keys)
         self.start_wait_s = start_wait_s
         self.flush_s = flush_ms / 1000
         self.lease_ms = lease_ms

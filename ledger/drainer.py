@@ -87,6 +87,8 @@ class Drainer:
         self.applied_total = 0
         self._last_prune = 0.0
         self._last_guard = 0.0
+        #: times this drainer found a Redis that lost applied writes (see EventStream.guard)
+        self.lost_writes_detected = 0
         self._trimmed: StreamId | None = None
         #: ids committed by this drainer (tests check that drainers never overlap)
         self.record_ids: list[str] | None = None
@@ -127,13 +129,13 @@ class Drainer:
         if now - self._last_guard < 1.0:
             return
         self._last_guard = now
-        behind = self.stream.guard(after)
-        if behind is not None:
-            self._trimmed = None
-            log.error("Redis lacks ledger events already applied to PostgreSQL (its stream ends at %s, the drain "
-                      "cursor is at %s): a failover or a restore lost its newest writes. Reconciliation "
-                      "re-enqueues the open runs whose messages are gone (docs/scaling.md).",
-                      format_id(behind), format_id(after))
+        lost = self.stream.guard(after)
+        if lost is not None:
+            self.lost_writes_detected += 1
+            log.error("Redis lacks ledger events already applied to PostgreSQL (as far as it knows the ledger "
+                      "applied %s; the drain cursor is at %s): a failover or a restore lost its newest writes. "
+                      "Reconciliation re-enqueues the open runs whose messages are gone (docs/scaling.md).",
+                      format_id(lost), format_id(after))
 
     def _prune_before(self, applied_through: StreamId) -> int:
         """Finished markers older than the dedupe window, but never ones the cursor has not

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from jobcore.fastscript import FastScript, Replication
+from jobcore.fastscript import FastScript
 from jobcore.keys import Keys
 
 # START: may this delivery run? KEYS: revoked, finished, runs, stream[, the worker's ack
@@ -52,21 +52,47 @@ return n
 """
 
 # After a committed drain: drop the applied entries and the finished markers that are
-# past the dedupe window and already applied. KEYS: stream, finished.
-# ARGV: first stream id to keep, prune markers finished before this (ms; 0: skip).
+# past the dedupe window and already applied, and remember how far the ledger got.
+# KEYS: stream, finished, applied. ARGV: first stream id to keep, prune markers finished
+# before this (ms; 0: skip), the last id applied.
 TRIM_LUA = """
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
 if tonumber(ARGV[2]) > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, ARGV[2])
 end
+redis.call('SET', KEYS[3], ARGV[3])
 return redis.call('XLEN', KEYS[1])
 """
 
-# GUARD: raise the stream's last generated id to ARGV[1] if it is below. KEYS: stream.
-# Returns the old last id when it was below (false otherwise). XADD of an explicit id and
-# XDEL of it creates the stream if need be and leaves its last id at that id.
+# GUARD, for the drain cursor ARGV[1]. KEYS: stream, applied.
+# 1. Lost writes: this Redis's "applied" marker is behind the cursor and the cursor's
+#    entry is not in the stream (not merely untrimmed): the newest writes the ledger
+#    applied never reached this Redis (a failover to a lagging replica, an old backup).
+#    The marker is then set to the cursor and the old marker returned (reported once).
+#    No marker at all (a deployment older than it): set silently.
+# 2. Ids: the stream's last generated id is raised to the cursor, so that entries added
+#    from now on sort after it, whatever this Redis's clock says. XADD of an explicit id
+#    and XDEL of it creates the stream if need be.
+# Returns the old marker when writes were lost, else false.
 GUARD_LUA = """
 local target = ARGV[1]
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function below(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local lost = false
+local applied = redis.call('GET', KEYS[2])
+if not applied then
+  redis.call('SET', KEYS[2], target)
+elseif below(applied, target) and #redis.call('XRANGE', KEYS[1], target, target) == 0 then
+  lost = applied
+  redis.call('SET', KEYS[2], target)
+end
 local last = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -74,20 +100,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
+if below(last, target) then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('XSETID', KEYS[1], target)
+  else
+    redis.call('XADD', KEYS[1], target, 'guard', '1')
+    redis.call('XDEL', KEYS[1], target)
+  end
 end
-local lms, lseq = parse(last)
-local tms, tseq = parse(target)
-if lms > tms or (lms == tms and lseq >= tseq) then return false end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('XSETID', KEYS[1], target)
-else
-  redis.call('XADD', KEYS[1], target, 'guard', '1')
-  redis.call('XDEL', KEYS[1], target)
-end
-return last
+return lost
 """
 
 StreamId = tuple[int, int]
@@ -122,10 +143,10 @@ class Entry:
 class EventStream:
     """The Redis half of the ledger buffer of one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, replication: Replication | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._start = FastScript(client, START_LUA, replication)
+        self._start = FastScript(client, START_LUA)
         self._trim = client.register_script(TRIM_LUA)
         self._guard = client.register_script(GUARD_LUA)
 
@@ -177,17 +198,16 @@ class EventStream:
         return parse_id(first[0][0]) if first else None
 
     def guard(self, cursor: StreamId) -> StreamId | None:
-        """Make sure the stream's next ids come after ``cursor`` (the last entry applied).
-
-        A Redis that lost writes the ledger already applied (a failover to a replica
-        that had not received them, a restore from an older file) has a stream whose
-        last id is below the cursor; ids it generates are the wall clock of the new
-        primary, which a clock behind the old one could place below the cursor, and the
-        drainer would skip those entries. So the stream's last id is raised to the
-        cursor. Returns the stream's old last id when it was behind (data was lost)."""
+        """Check this Redis against the drain ``cursor`` (the last entry applied); see
+        :data:`GUARD_LUA`. A Redis that lost writes the ledger already applied (a
+        failover to a replica that had not received them, a restore from an older file)
+        is reported: the id the ledger had applied as far as this Redis knew is returned.
+        Either way the stream's next ids are made to come after the cursor: they are the
+        new primary's wall clock, which, if behind the old one's, would put new entries
+        below the cursor, where the drainer would never read them."""
         k = self.keys
-        behind = self._guard(keys=[k.ledger_stream], args=[format_id(cursor)])
-        return parse_id(behind) if behind else None
+        lost = self._guard(keys=[k.ledger_stream, k.ledger_applied], args=[format_id(cursor)])
+        return parse_id(lost) if lost else None
 
     def length(self) -> int:
         return int(self.client.xlen(self.keys.ledger_stream))
@@ -195,8 +215,8 @@ class EventStream:
     def trim(self, through: StreamId, prune_before_ms: int = 0) -> int:
         """Remove entries up to ``through`` (applied); returns the entries left."""
         k = self.keys
-        return int(self._trim(keys=[k.ledger_stream, k.ledger_finished],
-                              args=[format_id(next_id(through)), prune_before_ms]))
+        return int(self._trim(keys=[k.ledger_stream, k.ledger_finished, k.ledger_applied],
+                              args=[format_id(next_id(through)), prune_before_ms, format_id(through)]))
 
     def persistence(self) -> dict[str, Any]:
         """Redis's persistence settings (``aof_enabled``, ``rdb_...``) from INFO."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from tests.support.chaos import free_port
+from tests.support.chaos import TcpProxy, free_port
 from tests.support.tls_servers import Certs
 
 SERVICE = "jobs-primary"
@@ -31,7 +31,7 @@ class RedisNode:
     replica of another node)."""
 
     def __init__(self, directory: Path, *, password: str | None = None, certs: Certs | None = None,
-                 replica_of: RedisNode | None = None, appendonly: bool = False, name: str = "redis") -> None:
+                 replica_of: int | None = None, appendonly: bool = False, name: str = "redis") -> None:
         if not have("redis-server"):
             raise RuntimeError("redis-server not installed")
         self.dir = directory / name
@@ -69,7 +69,7 @@ class RedisNode:
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
         if self.replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -101,6 +101,9 @@ class SentinelGroup:
     password: str
     down_after_ms: int = 1000
     replicas: int = 1
+    # Replicas replicate through a TcpProxy (``proxy``), so a test can freeze replication.
+    replica_proxy: bool = False
+    proxy: TcpProxy | None = None
     nodes: list[RedisNode] = field(default_factory=list)
     sentinels: list[tuple[int, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -108,7 +111,11 @@ class SentinelGroup:
         if not have("redis-sentinel"):
             raise RuntimeError("redis-sentinel not installed (.ci/lib.sh ensure_sentinel_tools)")
         primary = RedisNode(self.directory, password=self.password, name="node0")
-        self.nodes = [primary] + [RedisNode(self.directory, password=self.password, replica_of=primary,
+        upstream = primary.port
+        if self.replica_proxy:
+            self.proxy = TcpProxy("127.0.0.1", primary.port)
+            upstream = self.proxy.port
+        self.nodes = [primary] + [RedisNode(self.directory, password=self.password, replica_of=upstream,
                                             name=f"node{i + 1}") for i in range(self.replicas)]
         for i in range(3):
             port = free_port()
@@ -140,8 +147,7 @@ class SentinelGroup:
                 ok = True
                 for port, _ in self.sentinels:
                     s = self.sentinel_client(port)
-                    master = s.execute_command("SENTINEL", "MASTER", SERVICE)
-                    info = dict(zip(master[::2], master[1::2], strict=False))
+                    info = s.sentinel_master(SERVICE)
                     if int(info.get("num-slaves", 0)) < self.replicas or int(info.get("num-other-sentinels", 0)) < 2:
                         ok = False
                 if ok and all(n.client().info("replication").get("master_link_status") == "up"
@@ -157,7 +163,7 @@ class SentinelGroup:
         seen: dict[int, int] = {}
         for port, _ in self.sentinels:
             try:
-                addr = self.sentinel_client(port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+                addr = self.sentinel_client(port).sentinel_get_master_addr_by_name(SERVICE)
                 seen[int(addr[1])] = seen.get(int(addr[1]), 0) + 1
             except (redis.RedisError, TypeError, IndexError):
                 continue
@@ -180,6 +186,8 @@ class SentinelGroup:
                 proc.wait(10)
         for n in self.nodes:
             n.kill()
+        if self.proxy is not None:
+            self.proxy.close()
 
 
 def run_module(module: str, *args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
