@@ -161,8 +161,15 @@ class Settings:
     # Tenant databases (domain jobs).
     tenant_statement_timeout_ms: int = 300_000
     # Send the timeouts as connection options; set to 0 behind PgBouncer (which refuses
-    # startup options: set them on the database role there).
+    # startup options: set them on the databases there, docs/scaling.md "PgBouncer";
+    # tenant databases created by the platform get them with ALTER DATABASE).
     pg_startup_options: bool = True
+    # host:port of the PostgreSQL server itself when DATABASE_URL and the tenant URLs go
+    # through PgBouncer in transaction pooling mode. What needs a server session of its
+    # own connects there directly (same database, user and password): Alembic
+    # migrations, CREATE DATABASE, and the Huntington batch lock (a session-level
+    # advisory lock held across transactions). Empty: every connection uses its URL.
+    pg_direct_address: str = ""
     # --- tenancy -------------------------------------------------------------------
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.
@@ -307,6 +314,10 @@ class Settings:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigurationError(f"REDIS_SENTINELS: {address!r} is not host:port")
+        if self.pg_direct_address:
+            host, _, port = self.pg_direct_address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigurationError(f"PG_DIRECT_ADDRESS: {self.pg_direct_address!r} is not host:port")
         if self.redis_connect_timeout_s <= 0 or self.redis_socket_timeout_s <= 0:
             raise ConfigurationError("REDIS_CONNECT_TIMEOUT_S and REDIS_SOCKET_TIMEOUT_S must be > 0")
         if self.redis_retries < 0 or self.redis_wait_replicas < 0 or self.redis_wait_timeout_ms <= 0:
