@@ -86,6 +86,7 @@ class PlatformRedisBroker(RedisBroker):
         self.broker_id = worker_identity(hostname)
         # Since when this process has reached Redis without a gap (None: not yet / lost it).
         self._connected_since: float | None = None
+        self._held: dict[str, set[str]] = {}
         self._force_maintenance = threading.local()
         self._platform_script: FastScript | None = None
         self._dispatch_fast: FastScript | None = None
@@ -257,6 +258,11 @@ class PlatformRedisBroker(RedisBroker):
         return list(script(keys=[self.namespace], args=[
             "fetch", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
             self._should_do_maintenance("fetch"), self._max_unpack_size(), count]))
+
+    def held_ids(self, queue_name: str) -> set[str]:
+        """Redis ids of ``queue_name`` this process has fetched and not acked yet (shared by
+        the queue's consumers: see :class:`jobcore.consumer.PlatformConsumer`)."""
+        return self._held.setdefault(queue_name, set())
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _RedisConsumer:
         return PlatformConsumer(self, queue_name, prefetch, timeout)

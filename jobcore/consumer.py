@@ -42,9 +42,12 @@ class PlatformConsumer(_RedisConsumer):
 
     def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
-        # Redis ids of the messages this consumer has handed to the worker and not yet
-        # acked: what the stuck-fetch check compares the Redis ack set against.
-        self.held: set[str] = set()
+        # Redis ids of the messages this worker process has taken from the queue and not
+        # yet acked: what the stuck-fetch check compares the Redis ack set against. Shared
+        # by every consumer of the queue in the process (the broker keeps it): dramatiq
+        # replaces the consumer after a connection error while the messages it handed out
+        # are still being processed and acked.
+        self.held: set[str] = broker.held_ids(queue_name)
         # Set when acks have freed a quarter of the prefetch: a busy consumer waits on it,
         # then fetches those slots in one round trip (a fetch per freed slot costs a round
         # trip per job; dramatiq's back-off sleep here instead leaves threads idle).
@@ -66,10 +69,14 @@ class PlatformConsumer(_RedisConsumer):
                 "1" if closing is not None and closing.final else "0"])
         except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             # dramatiq retries post-processing on ConnectionClosed until Redis is back; a
-            # repeated call is harmless (the event is idempotent in the ledger).
+            # repeated call is harmless (the event is idempotent in the ledger). Until then
+            # the message stays held: the stuck-fetch check must not hand it to another
+            # worker (it would run again).
             raise ConnectionClosed(exc) from None
-        finally:
+        except BaseException:
             self._forget(message)
+            raise
+        self._forget(message)
 
     def _forget(self, message: Any) -> None:
         self.queued_message_ids.discard(message.message_id)

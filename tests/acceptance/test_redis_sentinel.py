@@ -92,7 +92,8 @@ def test_primary_sigkill_under_load_loses_no_acknowledged_run(group, start_worke
 
     reset_tables()
     g = group()
-    env = {**g.env(), "RECONCILE_INTERVAL_MS": "3000", "RECONCILE_GRACE_MS": "5000"}
+    # A short stuck-fetch grace: acks that fail during the switch must not look "stuck".
+    env = {**g.env(), "RECONCILE_INTERVAL_MS": "3000", "RECONCILE_GRACE_MS": "5000", "STUCK_FETCH_GRACE_MS": "2000"}
     worker = start_worker("tests.support.failover_actors", "tests.support.tenancy_actors", processes=2, threads=8,
                           env=env)
     scheduler = start_scheduler(only="test_every_2s", env=env)
