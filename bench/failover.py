@@ -72,6 +72,7 @@ def one_round(i: int, rate: int, seconds: float, wait_replicas: int, workdir: Pa
             if time.monotonic() > deadline:
                 raise RuntimeError(log.read_text(errors="replace")[-3000:])
             time.sleep(0.05)
+        offset_at_start = int(group.nodes[0].client().info("replication")["master_repl_offset"])
         total = int(rate * seconds)
         producer = spawn(["-m", "tests.support.producer", str(out), str(total), "--rate", str(rate), "--seconds",
                           "0.002"], env, workdir / f"round{i}-producer.log")
@@ -95,6 +96,7 @@ def one_round(i: int, rate: int, seconds: float, wait_replicas: int, workdir: Pa
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         time.sleep(random.uniform(0.3, 0.7) * seconds)
+        offset_at_kill = int(primary.info("replication")["master_repl_offset"])
         old = group.primary_port()
         assert old is not None
         group.node(old).kill()
@@ -103,7 +105,7 @@ def one_round(i: int, rate: int, seconds: float, wait_replicas: int, workdir: Pa
         while group.primary_port() in (None, old):
             time.sleep(0.05)
         promoted = time.time() - killed
-        group.node(old).start()
+        group.restart_failed_node(old)
         producer.wait(300)
         acked = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         ids = [a["id"] for a in acked]
@@ -120,7 +122,11 @@ def one_round(i: int, rate: int, seconds: float, wait_replicas: int, workdir: Pa
         text = log.read_text(errors="replace")
         reconciled = sum(int(line.split("Reconciliation: ")[1].split()[0]) for line in text.splitlines()
                          if "Reconciliation: " in line)
-        return {"round": i, "acked": len(ids), "lost": len(ids) - finished, "ran_twice": twice,
+        before_kill = sum(1 for a in acked if a["at"] < killed)
+        repl_bytes = offset_at_kill - offset_at_start
+        return {"round": i, "acked": len(ids),
+                "replication_bytes_per_job": round(repl_bytes / before_kill) if before_kill else None,
+                "lost": len(ids) - finished, "ran_twice": twice,
                 "reconciled": reconciled, "lost_writes_detected": text.count("Redis lacks ledger events"),
                 "promotion_s": round(promoted, 2), "sends_that_raised": sum(1 for a in acked if a["errors"]),
                 "replication_lag_max_bytes": lag["max_bytes"],

@@ -113,7 +113,7 @@ def test_primary_sigkill_under_load_loses_no_acknowledged_run(group, start_worke
         new = wait_for(lambda: (p := g.primary_port()) not in (None, old) and p, 30, interval=0.05,
                        what="the sentinels to promote the replica")
         promoted = time.time()
-        g.node(old).start()  # the failed node comes back (empty) and is made a replica of the new primary
+        g.restart_failed_node(old)  # it comes back with its AOF and is made a replica of the new primary
 
         assert producer.wait(180) == 0, (tmp_path / "producer.log").read_text()[-3000:]
         acked = _acked(out)

@@ -110,13 +110,13 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         if not have("redis-sentinel"):
             raise RuntimeError("redis-sentinel not installed (.ci/lib.sh ensure_sentinel_tools)")
-        primary = RedisNode(self.directory, password=self.password, name="node0")
+        primary = RedisNode(self.directory, password=self.password, name="node0", appendonly=True)
         upstream = primary.port
         if self.replica_proxy:
             self.proxy = TcpProxy("127.0.0.1", primary.port)
             upstream = self.proxy.port
         self.nodes = [primary] + [RedisNode(self.directory, password=self.password, replica_of=upstream,
-                                            name=f"node{i + 1}") for i in range(self.replicas)]
+                                            name=f"node{i + 1}", appendonly=True) for i in range(self.replicas)]
         for i in range(3):
             port = free_port()
             sdir = self.directory / f"sentinel{i}"
@@ -158,8 +158,9 @@ class SentinelGroup:
             time.sleep(0.2)
         raise RuntimeError("sentinel group did not become ready")
 
-    def primary_port(self) -> int | None:
-        """The primary's port according to a majority of the sentinels (None: no agreement)."""
+    def primary_port(self, *, unanimous: bool = False) -> int | None:
+        """The primary's port according to a majority of the sentinels (``unanimous``: all
+        of them) (None: no agreement)."""
         seen: dict[int, int] = {}
         for port, _ in self.sentinels:
             try:
@@ -168,7 +169,19 @@ class SentinelGroup:
             except (redis.RedisError, TypeError, IndexError):
                 continue
         best = max(seen.items(), key=lambda kv: kv[1], default=None)
-        return best[0] if best and best[1] >= 2 else None
+        return best[0] if best and best[1] >= (len(self.sentinels) if unanimous else 2) else None
+
+    def restart_failed_node(self, port: int, timeout: float = 30) -> None:
+        """Bring a killed node back once every sentinel names the new primary (a node that
+        came back before that could be taken for the primary again, and, restarted empty,
+        wipe the others: Sentinel's documented hazard). Nodes run with AOF, as in
+        production, so it comes back with its data and is made a replica."""
+        deadline = time.monotonic() + timeout
+        while self.primary_port(unanimous=True) in (None, port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not all switch to the new primary")
+            time.sleep(0.1)
+        self.node(port).start()
 
     def node(self, port: int) -> RedisNode:
         return next(n for n in self.nodes if n.port == port)
