@@ -80,8 +80,9 @@ class Settings:
     # ack/nack is followed by ``WAIT N REDIS_WAIT_TIMEOUT_MS`` on its connection, so it is
     # on N replicas before it counts; a send() that N replicas did not confirm in time
     # raises ServiceUnavailable (sending the same message again is deduplicated), an ack
-    # is logged and counted. 0 (default): asynchronous replication, a failover can lose
-    # the last writes (sends vanish, acked jobs run again).
+    # is logged and counted. A write is safe only if N covers every replica the sentinels
+    # may promote (N = the number of replicas). 0 (default): asynchronous replication, a
+    # failover can lose the last writes (sends vanish, acked jobs run again).
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 500
     # A worker thread about to start a job waits this long for Redis to come back (a

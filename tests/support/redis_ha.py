@@ -172,10 +172,10 @@ class SentinelGroup:
         return best[0] if best and best[1] >= (len(self.sentinels) if unanimous else 2) else None
 
     def restart_failed_node(self, port: int, timeout: float = 30) -> None:
-        """Bring a killed node back once every sentinel names the new primary (a node that
-        came back before that could be taken for the primary again, and, restarted empty,
-        wipe the others: Sentinel's documented hazard). Nodes run with AOF, as in
-        production, so it comes back with its data and is made a replica."""
+        """Bring a killed node back once every sentinel names the new primary. Nodes run
+        with AOF, as in production, so it comes back with its data and is made a replica.
+        Callers wait until the switch has settled, too: a node back too early is the
+        candidate of a second failover if the new primary stalls (docs/scaling.md)."""
         deadline = time.monotonic() + timeout
         while self.primary_port(unanimous=True) in (None, port):
             if time.monotonic() > deadline:
