@@ -107,3 +107,13 @@ ensure_browser() {
   # is never downloaded (no `playwright install`).
   command -v chromium >/dev/null || apt_install chromium fonts-dejavu-core
 }
+
+ensure_sentinel_tools() {
+  # Redis Sentinel (the failover acceptance test runs its own primary, replica and three
+  # sentinels on free ports) and PgBouncer (the transaction-pooling test runs its own).
+  # Debian's packages may start system services; the tests never use those.
+  local missing=()
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}

@@ -13,7 +13,10 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        from jobcore.redis_client import make_client
+        from jobcore.settings import get_settings
+
+        _client = make_client(get_settings())
     return _client
 
 

@@ -9,10 +9,21 @@ events travel inside the broker's own operations.
 * :meth:`heartbeat` and :meth:`sweep` let a worker heartbeat from its own thread (so a
   busy worker is never declared dead) and run the dead-worker maintenance on demand (so
   an orphaned message is redelivered in bounded time instead of by a 1-in-1000 chance).
+  Maintenance runs only from :meth:`sweep`, never by chance inside a fetch, and a sweep
+  is skipped until this process has reached Redis for a whole heartbeat timeout: after
+  a Redis outage or a failover every worker missed its heartbeats alike, and the first
+  one back must not take the others for dead.
+* The broker id names the worker: ``<host>-<pid>-<random>`` (``WORKER_HOSTNAME``), so
+  ``job_runs.worker_id`` and the worker registry tell hosts apart.
+* :meth:`enqueue` either succeeds or raises :class:`ServiceUnavailable`; sending the
+  same message again after an error never enqueues it twice (its id is known).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -28,9 +39,8 @@ from dramatiq.middleware import Middleware, MiddlewareError
 from jobcore.broker_scripts import PLATFORM_LUA
 from jobcore.consumer import PlatformConsumer
 from jobcore.errors import ConfigurationError, MessageTooLarge, ServiceUnavailable, UnserializableArguments
-from jobcore.fastscript import FastScript
+from jobcore.fastscript import FastScript, Replication
 from jobcore.keys import Keys
-from jobcore.settings import mask_url
 
 #: Wake-up tokens kept per queue at most (enough to wake every consumer of a busy queue).
 WAKE_TOKENS_MAX = 64
@@ -65,14 +75,21 @@ class PlatformRedisBroker(RedisBroker):
     """RedisBroker whose operations carry ledger events (see module docstring)."""
 
     def __init__(self, *, url: str, ledger: LedgerCarrier, namespace: str = "dramatiq",
-                 heartbeat_timeout: int = 30_000, max_message_bytes: int = 256 * 1024, **kwargs: Any) -> None:
+                 heartbeat_timeout: int = 30_000, max_message_bytes: int = 256 * 1024,
+                 replication: Replication | None = None, hostname: str = "", **kwargs: Any) -> None:
         # With an explicit client, don't let dramatiq build a second (unused) pool from the URL.
         super().__init__(url=None if kwargs.get("client") else url, namespace=namespace,
                          heartbeat_timeout=heartbeat_timeout, **kwargs)
+        #: Where Redis is, for messages (password masked: see jobcore.redis_client.redis_target).
         self.url = url
         self.ledger = ledger
         self.keys = Keys(namespace)
         self.max_message_bytes = max_message_bytes
+        self.replication = replication or Replication()
+        self.broker_id = worker_identity(hostname)
+        # Since when this process has reached Redis without a gap (None: not yet / lost it).
+        self._connected_since: float | None = None
+        self._held: dict[str, set[str]] = {}
         self._force_maintenance = threading.local()
         self._platform_script: FastScript | None = None
         self._dispatch_fast: FastScript | None = None
@@ -169,7 +186,7 @@ class PlatformRedisBroker(RedisBroker):
         is not enqueued twice."""
         message, data, event = self._prepare(message, delay)
         self._call("enqueue", message.queue_name, message.options["redis_message_id"], data, WAKE_TOKENS_MAX,
-                   event or "", message.message_id)
+                   event or "", message.message_id, require_replicas=True)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -186,7 +203,7 @@ class PlatformRedisBroker(RedisBroker):
                 args: list[Any] = [WAKE_TOKENS_MAX, 0]
                 for message, data, event in items[start:start + BULK_CHUNK]:
                     args += [message.options["redis_message_id"], data, event or "", message.message_id]
-                self._call("enqueue_many", queue_name, *args)
+                self._call("enqueue_many", queue_name, *args, require_replicas=True)
         out = [m for m, _, _ in prepared]
         for message in out:
             self.emit_after("enqueue", message, None)
@@ -197,7 +214,7 @@ class PlatformRedisBroker(RedisBroker):
         letter was already gone (requeued or discarded by someone else)."""
         message, data, event = self._prepare(message, None)
         done = self._call("requeue_dead", queue_name, dead_redis_id, message.options["redis_message_id"], data,
-                          event or "", message.message_id)
+                          event or "", message.message_id, require_replicas=True)
         if not done:
             return None
         self.emit_after("enqueue", message, None)
@@ -207,13 +224,15 @@ class PlatformRedisBroker(RedisBroker):
         """Delete a dead letter; False if it was already gone."""
         return bool(self._call("discard_dead", queue_name, dead_redis_id))
 
-    def _call(self, command: str, queue_name: str, *args: Any) -> Any:
+    def _call(self, command: str, queue_name: str, *args: Any, require_replicas: bool = False) -> Any:
         try:
-            return self.platform_script(keys=self.platform_keys,
+            return self.platform_script(keys=self.platform_keys, require_replicas=require_replicas,
                                         args=[command, current_millis(), queue_name, self.broker_id, *args])
         except redis.RedisError as exc:
-            raise ServiceUnavailable(f"cannot {command.replace('_', ' ')} on Redis at {mask_url(self.url)}: "
-                                     f"{exc}") from exc
+            # Raised, never dropped: the caller may send the same message again (a message
+            # whose first attempt did reach Redis is then not enqueued twice).
+            raise ServiceUnavailable(f"cannot {command.replace('_', ' ')} on Redis at {self.url}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     @property
     def platform_keys(self) -> list[str]:
@@ -226,7 +245,7 @@ class PlatformRedisBroker(RedisBroker):
         """The platform's Redis script, registered on first use."""
         script = self._platform_script
         if script is None:
-            script = self._platform_script = FastScript(self.client, PLATFORM_LUA)
+            script = self._platform_script = FastScript(self.client, PLATFORM_LUA, self.replication)
         return script
 
     def fetch(self, queue_name: str, count: int) -> list[bytes | None]:
@@ -236,10 +255,17 @@ class PlatformRedisBroker(RedisBroker):
         script = self._dispatch_fast
         if script is None:
             source: Any = self.scripts["dispatch"].script  # dramatiq's dispatch.lua, as registered
+            # No WAIT here: a fetch lost in a failover leaves the message queued on the new
+            # primary, and START refuses the copy this worker holds (not in its ack set).
             script = self._dispatch_fast = FastScript(self.client, source)
         return list(script(keys=[self.namespace], args=[
             "fetch", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
             self._should_do_maintenance("fetch"), self._max_unpack_size(), count]))
+
+    def held_ids(self, queue_name: str) -> set[str]:
+        """Redis ids of ``queue_name`` this process has fetched and not acked yet (shared by
+        the queue's consumers: see :class:`jobcore.consumer.PlatformConsumer`)."""
+        return self._held.setdefault(queue_name, set())
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _RedisConsumer:
         return PlatformConsumer(self, queue_name, prefetch, timeout)
@@ -249,21 +275,35 @@ class PlatformRedisBroker(RedisBroker):
         """Mark this broker (worker process) alive now, for dramatiq's maintenance and for
         the worker registry; registry entries silent for a day are dropped."""
         now = current_millis()
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.heartbeats, {self.broker_id: now})
-            pipe.zadd(self.keys.workers, {self.broker_id: now})
-            pipe.zremrangebyscore(self.keys.workers, 0, now - 86_400_000)
-            pipe.execute()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.heartbeats, {self.broker_id: now})
+                pipe.zadd(self.keys.workers, {self.broker_id: now})
+                pipe.zremrangebyscore(self.keys.workers, 0, now - 86_400_000)
+                pipe.execute()
+        except redis.RedisError:
+            self._connected_since = None
+            raise
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
 
     def _should_do_maintenance(self, command: str) -> int:
-        if getattr(self._force_maintenance, "on", False):
-            return 1
-        return super()._should_do_maintenance(command)
+        # Only the sweeper runs maintenance (see the module docstring).
+        return 1 if getattr(self._force_maintenance, "on", False) else 0
 
-    def sweep(self, queue_names: list[str] | None = None) -> None:
+    def may_sweep(self) -> bool:
+        """True once this process has heartbeated without a gap for a whole heartbeat
+        timeout: only then is another worker's silence its own, not a shared outage."""
+        since = self._connected_since
+        return since is not None and time.monotonic() - since >= self.heartbeat_timeout / 1000
+
+    def sweep(self, queue_names: list[str] | None = None, *, force: bool = False) -> None:
         """Run dramatiq's maintenance now on every queue (and delay queue): messages held
         by workers whose heartbeat is older than ``heartbeat_timeout`` go back to their
-        queue. Messages of live workers are never touched."""
+        queue. Messages of live workers are never touched. Skipped (unless ``force``)
+        until :meth:`may_sweep`."""
+        if not force and not self.may_sweep():
+            return
         names = queue_names if queue_names is not None else sorted(self.get_declared_queues())
         self._force_maintenance.on = True
         try:
@@ -278,7 +318,7 @@ class PlatformRedisBroker(RedisBroker):
         try:
             self.client.ping()
         except redis.RedisError as exc:
-            raise ServiceUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
+            raise ServiceUnavailable(f"cannot reach Redis at {self.url}: {type(exc).__name__}: {exc}") from None
 
 
 def platform_broker(broker: Any) -> PlatformRedisBroker:
@@ -288,15 +328,24 @@ def platform_broker(broker: Any) -> PlatformRedisBroker:
     return broker
 
 
-def wait_for_redis(url: str, timeout: float) -> None:
-    """Wait until Redis answers (start-up ordering in compose); raise if it never does."""
+def worker_identity(hostname: str = "") -> str:
+    """``<host>-<pid>-<random>``: unique per process, readable per host. Dots and colons
+    are replaced (the id is part of Redis key names such as ``__acks__.<id>.<queue>``)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", hostname or socket.gethostname() or "host")[:63]
+    return f"{host}-{os.getpid()}-{uuid4().hex[:8]}"
+
+
+def wait_for_redis(client: redis.Redis, target: str, timeout: float) -> None:
+    """Wait until Redis answers (start-up ordering in compose); raise if it never does.
+    A refused password is a configuration error: raised at once."""
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     while True:
         try:
             client.ping()
             return
+        except redis.AuthenticationError as exc:
+            raise ServiceUnavailable(f"cannot reach Redis at {target}: {type(exc).__name__}: {exc}") from None
         except redis.RedisError as exc:
             if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
+                raise ServiceUnavailable(f"cannot reach Redis at {target}: {type(exc).__name__}: {exc}") from None
             time.sleep(0.5)

@@ -7,6 +7,9 @@
 * A message that cannot be decoded is moved to the dead-letter queue and reported
   (``after_message_rejected``) instead of crashing the consumer thread.
 * While the ledger is too far behind (``accepting()`` is False) it fetches nothing.
+* Every Redis failure (a failover, a restart, a partition) surfaces as dramatiq's
+  ``ConnectionClosed``: the worker restarts the consumer, which reconnects (to the new
+  primary, with Sentinel); acks and nacks are retried by dramatiq until they succeed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 
 from jobcore.envelope import decode_message
+from jobcore.message_state import state
 
 if TYPE_CHECKING:
     from jobcore.broker import PlatformRedisBroker
@@ -38,9 +42,12 @@ class PlatformConsumer(_RedisConsumer):
 
     def __init__(self, broker: PlatformRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
-        # Redis ids of the messages this consumer has handed to the worker and not yet
-        # acked: what the stuck-fetch check compares the Redis ack set against.
-        self.held: set[str] = set()
+        # Redis ids of the messages this worker process has taken from the queue and not
+        # yet acked: what the stuck-fetch check compares the Redis ack set against. Shared
+        # by every consumer of the queue in the process (the broker keeps it): dramatiq
+        # replaces the consumer after a connection error while the messages it handed out
+        # are still being processed and acked.
+        self.held: set[str] = broker.held_ids(queue_name)
         # Set when acks have freed a quarter of the prefetch: a busy consumer waits on it,
         # then fetches those slots in one round trip (a fetch per freed slot costs a round
         # trip per job; dramatiq's back-off sleep here instead leaves threads idle).
@@ -49,6 +56,11 @@ class PlatformConsumer(_RedisConsumer):
 
     def _finish(self, command: str, message: Any) -> None:
         broker = self.broker
+        if state(message).skip_reason == "NOT_HELD":
+            # Another worker holds this message now (same Redis id): acking would delete
+            # its payload. Only forget it here.
+            self._forget(message)
+            return
         closing = broker.ledger.closing(message)
         try:
             broker.platform_script(keys=broker.platform_keys, args=[
@@ -56,15 +68,22 @@ class PlatformConsumer(_RedisConsumer):
                 message.message_id, closing.raw if closing is not None else "",
                 "1" if closing is not None and closing.final else "0",
                 (closing.started_entry or "") if closing is not None else ""])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             # dramatiq retries post-processing on ConnectionClosed until Redis is back; a
-            # repeated call is harmless (the event is idempotent in the ledger).
+            # repeated call is harmless (the event is idempotent in the ledger). Until then
+            # the message stays held: the stuck-fetch check must not hand it to another
+            # worker (it would run again).
             raise ConnectionClosed(exc) from None
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-            self.held.discard(message.options.get("redis_message_id"))
-            if self.outstanding_message_count <= self._refill_below:
-                self._capacity.set()
+        except BaseException:
+            self._forget(message)
+            raise
+        self._forget(message)
+
+    def _forget(self, message: Any) -> None:
+        self.queued_message_ids.discard(message.message_id)
+        self.held.discard(message.options.get("redis_message_id"))
+        if self.outstanding_message_count <= self._refill_below:
+            self._capacity.set()
 
     def ack(self, message: Any) -> None:
         self._finish("ack", message)
@@ -94,8 +113,18 @@ class PlatformConsumer(_RedisConsumer):
                 return self._next()
             except DecodeError as exc:
                 self._quarantine(exc.data, exc)
-            except redis.ConnectionError as exc:
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
                 raise ConnectionClosed(exc) from None
+
+    def requeue(self, messages: Any) -> None:
+        """dramatiq's requeue (on consumer restart and shutdown); a Redis failure is a
+        ``ConnectionClosed``, which dramatiq expects there, instead of an error that would
+        end the consumer thread. Messages not requeued stay in this worker's ack set and
+        are requeued by the stuck-fetch check."""
+        try:
+            super().requeue(messages)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
+            raise ConnectionClosed(exc) from None
 
     def _next(self) -> Any:
         while True:

@@ -27,6 +27,19 @@ def libpq_dsn(url: str) -> str:
     return ("postgresql" if scheme.startswith("postgres") else scheme) + sep + rest
 
 
+def direct_url(url: str, settings: Settings | None = None) -> str:
+    """``url`` pointed at the PostgreSQL server itself (``PG_DIRECT_ADDRESS``) instead of
+    PgBouncer, for work that transaction pooling cannot carry (migrations, CREATE
+    DATABASE, session-level locks); ``url`` unchanged when no direct address is set."""
+    address = (settings or get_settings()).pg_direct_address
+    if not address:
+        return url
+    from sqlalchemy.engine import make_url
+
+    host, _, port = address.rpartition(":")
+    return make_url(normalise_url(url)).set(host=host, port=int(port)).render_as_string(hide_password=False)
+
+
 def normalise_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and pin the psycopg2 driver."""
     if url.startswith("postgres://"):

@@ -92,6 +92,12 @@ class AlreadyFinished(SkipMessage):
     """A duplicate delivery of a run the ledger already finished."""
 
 
+class NotHeld(SkipMessage):
+    """This worker no longer holds the delivery: while it was cut off from Redis the
+    sweeper gave the message back to its queue (another worker runs it), or a failover
+    lost the fetch. It is dropped here without touching Redis."""
+
+
 class JobRevoked(BaseException):  # noqa: N818 - mirrors dramatiq's Interrupt naming
     """Raised inside a running job that was revoked. A BaseException, like dramatiq's
     interrupts, so that ``except Exception`` in job code does not swallow it."""

@@ -117,6 +117,12 @@ class Keys:
         return f"{self.namespace}:ledger:epoch"
 
     @property
+    def ledger_applied(self) -> str:
+        """Stream id of the last entry applied to PostgreSQL, as Redis last heard it (set
+        with each trim): a failover to a replica that has an older value lost writes."""
+        return f"{self.namespace}:ledger:applied"
+
+    @property
     def ledger_lease(self) -> str:
         """Soft lease of the process that drains continuously (correctness never depends
         on it: the cursor in PostgreSQL fences concurrent drainers)."""

@@ -23,6 +23,7 @@ class DeliveryState:
     retry_delay_ms: int | None = None   # retry policy
     outcome_unknown: bool = False       # retry policy: a side effect may have happened
     skip_reason: str | None = None      # expiry, validation, ledger: EXPIRED | REVOKED | REJECTED | DUPLICATE
+    #                                   | NOT_HELD (the consumer then leaves Redis alone)
     skip_detail: str = ""
     context_tokens: Any = None          # job context middleware
     revoked: bool = False               # revocation watcher: an operator revoked this running job

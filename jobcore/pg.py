@@ -42,6 +42,10 @@ _SLICE_S = 0.25
 _TIMEOUT_RE = re.compile(r"statement_timeout=(\d{1,9})")
 _lock = threading.Lock()
 _installed = False
+#: Statement timeouts (ms) of connections opened without startup options (PgBouncer), by
+#: application name: the server applies them from the database's settings, and the wait
+#: callback must not give up before they do.
+_timeouts_by_app: dict[str, int] = {}
 
 
 def connect_kwargs(*, statement_timeout_ms: int, connect_timeout_s: int = 5, application_name: str = "jobplatform",
@@ -57,6 +61,8 @@ def connect_kwargs(*, statement_timeout_ms: int, connect_timeout_s: int = 5, app
         "keepalives_count": 3,
         "tcp_user_timeout": max(1000, statement_timeout_ms),
     }
+    if not options and statement_timeout_ms > 0:
+        _timeouts_by_app[application_name] = max(statement_timeout_ms, _timeouts_by_app.get(application_name, 0))
     if options and statement_timeout_ms > 0:
         kwargs["options"] = (f"-c statement_timeout={statement_timeout_ms} "
                              f"-c lock_timeout={statement_timeout_ms} "
@@ -70,9 +76,16 @@ def silence_limit(conn: Any) -> float:
         found = _TIMEOUT_RE.search(conn.info.options or "")
     except Exception:  # an old libpq without PQoptions
         found = None
-    if found is None or int(found.group(1)) == 0:
-        return DEFAULT_SILENCE_S
-    return int(found.group(1)) / 1000 + REPLY_GRACE_S
+    if found is not None and int(found.group(1)) > 0:
+        return int(found.group(1)) / 1000 + REPLY_GRACE_S
+    if _timeouts_by_app:
+        try:
+            app = conn.info.dsn_parameters.get("application_name", "")
+        except Exception:
+            app = ""
+        if app in _timeouts_by_app:
+            return max(DEFAULT_SILENCE_S, _timeouts_by_app[app] / 1000 + REPLY_GRACE_S)
+    return DEFAULT_SILENCE_S
 
 
 def _shut(conn: Any) -> None:

@@ -56,8 +56,46 @@ def _env_tuple(raw: str) -> tuple[str, ...]:
 class Settings:
     """Every knob of the platform. Field name upper-cased is the environment variable."""
 
-    # Redis of the broker and the ledger buffer (`redis://`, `rediss://` for TLS; user and password in the URL).
+    # redis://[user:password@]host:port/db, or rediss:// for TLS (jobcore/redis_client.py).
+    # With REDIS_SENTINELS set, host and port are ignored: the primary comes from the
+    # sentinels, and the URL's scheme, credentials and db are used to connect to it.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # --- Redis connection (docs/scaling.md, "Redis high availability") ------------------
+    # host:port of each sentinel; empty = connect to REDIS_URL's host directly.
+    redis_sentinels: tuple[str, ...] = ()
+    # The primary's name in the sentinels' configuration (``sentinel monitor <name> ...``).
+    redis_sentinel_service: str = ""
+    # Credentials of the sentinels themselves (their own ``requirepass``/ACL user), if any.
+    redis_sentinel_username: str = ""
+    redis_sentinel_password: str = field(default="", repr=False)
+    # TLS (rediss://): certificates are always verified (hostname included), against this
+    # CA file when set, else the system's CAs. Client certificate and key for servers
+    # with ``tls-auth-clients yes`` (Redis's default).
+    redis_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = field(default="", repr=False)
+    # Bounds on every Redis connection: connect, and each reply (blocking reads use less).
+    redis_connect_timeout_s: float = 5.0
+    redis_socket_timeout_s: float = 30.0
+    # Pooled-client commands are retried this many times on a connection error, with
+    # jittered back-off (10 ms doubling to 1 s): a failover's first second is absorbed.
+    # The platform's scripts (send, fetch, start, ack) are never retried blind.
+    redis_retries: int = 3
+    # Durability against failover (docs/scaling.md): with N > 0, every send and every
+    # ack/nack is followed by ``WAIT N REDIS_WAIT_TIMEOUT_MS`` on its connection, so it is
+    # on N replicas before it counts; a send() that N replicas did not confirm in time
+    # raises ServiceUnavailable (sending the same message again is deduplicated), an ack
+    # is logged and counted. A write is safe only if N covers every replica the sentinels
+    # may promote (N = the number of replicas). 0 (default): asynchronous replication, a
+    # failover can lose the last writes (sends vanish, acked jobs run again).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 500
+    # A worker thread about to start a job waits this long for Redis to come back (a
+    # failover takes seconds) before it fails the delivery instead of running it unchecked.
+    redis_failover_wait_s: float = 60.0
+    # This process's host name in worker ids (broker id, job_runs.worker_id); default:
+    # the machine's host name. Set it where containers share a host name.
+    worker_hostname: str = ""
     # The control database: the ledger, ticks, the tenant registry.
     database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/jobplatform"
     # Prefix of every Redis key the broker and the platform write; lets tests and
@@ -141,8 +179,15 @@ class Settings:
     # Tenant databases (domain jobs).
     tenant_statement_timeout_ms: int = 300_000
     # Send the timeouts as connection options; set to 0 behind PgBouncer (which refuses
-    # startup options: set them on the database role there).
+    # startup options: set them on the databases there, docs/scaling.md "PgBouncer";
+    # tenant databases created by the platform get them with ALTER DATABASE).
     pg_startup_options: bool = True
+    # host:port of the PostgreSQL server itself when DATABASE_URL and the tenant URLs go
+    # through PgBouncer in transaction pooling mode. What needs a server session of its
+    # own connects there directly (same database, user and password): Alembic
+    # migrations, CREATE DATABASE, and the Huntington batch lock (a session-level
+    # advisory lock held across transactions). Empty: every connection uses its URL.
+    pg_direct_address: str = ""
     # --- tenancy -------------------------------------------------------------------
     # Per worker process: at most this many tenant engines stay open (LRU, disposed on
     # eviction), each with at most TENANT_POOL_SIZE connections.
@@ -365,6 +410,22 @@ class Settings:
         for name in ("redis_url", "database_url"):
             if "://" not in getattr(self, name):
                 raise ConfigurationError(f"{name.upper()} is not a URL")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("REDIS_URL must start with redis://, rediss:// (TLS) or unix://")
+        if self.redis_sentinels and not self.redis_sentinel_service:
+            raise ConfigurationError("REDIS_SENTINELS is set but REDIS_SENTINEL_SERVICE (the primary's name) is not")
+        for address in self.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigurationError(f"REDIS_SENTINELS: {address!r} is not host:port")
+        if self.pg_direct_address:
+            host, _, port = self.pg_direct_address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigurationError(f"PG_DIRECT_ADDRESS: {self.pg_direct_address!r} is not host:port")
+        if self.redis_connect_timeout_s <= 0 or self.redis_socket_timeout_s <= 0:
+            raise ConfigurationError("REDIS_CONNECT_TIMEOUT_S and REDIS_SOCKET_TIMEOUT_S must be > 0")
+        if self.redis_retries < 0 or self.redis_wait_replicas < 0 or self.redis_wait_timeout_ms <= 0:
+            raise ConfigurationError("need REDIS_RETRIES >= 0, REDIS_WAIT_REPLICAS >= 0, REDIS_WAIT_TIMEOUT_MS > 0")
 
     @property
     def schedules_active(self) -> bool:

@@ -13,10 +13,11 @@ from sqlalchemy import Engine
 
 from jobcore.broker import PlatformRedisBroker
 from jobcore.db import control_engine, libpq_dsn
+from jobcore.fastscript import Replication
 from jobcore.keys import Keys
 from jobcore.pg import install as install_pg_wait
 from jobcore.redaction import get_redactor
-from jobcore.redis_client import make_client
+from jobcore.redis_client import make_client, redis_target
 from jobcore.settings import Settings, get_settings
 from ledger.buffered import RedisStreamLedger
 from ledger.reconcile import ReconcileReport, reconcile
@@ -111,7 +112,13 @@ def build_ledger(s: Settings, keys: Keys) -> RedisStreamLedger:
         make_client(s), keys, dsn=libpq_dsn(s.database_url), control=lambda: control_engine(s), recorder=recorder,
         flush_ms=s.ledger_flush_ms, chunk=s.ledger_drain_chunk, lease_ms=s.ledger_lease_ms,
         backpressure_events=s.ledger_backpressure_events, dedupe_window_s=s.ledger_dedupe_window_s,
-        statement_timeout_ms=s.pg_statement_timeout_ms, pg_options=s.pg_startup_options)
+        statement_timeout_ms=s.pg_statement_timeout_ms, pg_options=s.pg_startup_options,
+        start_wait_s=s.redis_failover_wait_s)
+
+
+def replication(s: Settings) -> Replication:
+    """How many replicas confirm each send and each ack/nack (REDIS_WAIT_REPLICAS)."""
+    return Replication(s.redis_wait_replicas, s.redis_wait_timeout_ms)
 
 
 def build(settings: Settings | None = None) -> Platform:
@@ -120,9 +127,10 @@ def build(settings: Settings | None = None) -> Platform:
     install_pg_wait()
     keys = Keys(s.redis_namespace)
     ledger = build_ledger(s, keys)
-    broker = PlatformRedisBroker(url=s.redis_url, ledger=ledger, client=make_client(s), namespace=s.redis_namespace,
-                                 heartbeat_timeout=s.heartbeat_timeout_ms, max_message_bytes=s.max_message_bytes,
-                                 middleware=middleware_stack(s, ledger))
+    broker = PlatformRedisBroker(url=redis_target(s), ledger=ledger, client=make_client(s),
+                                 namespace=s.redis_namespace, heartbeat_timeout=s.heartbeat_timeout_ms,
+                                 max_message_bytes=s.max_message_bytes, replication=replication(s),
+                                 hostname=s.worker_hostname, middleware=middleware_stack(s, ledger))
     dramatiq.set_broker(broker)
     # Importing the actor modules declares their actors on the broker just set.
     import actors.casemgmt.jobs  # noqa: F401

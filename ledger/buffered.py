@@ -23,8 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from dramatiq.middleware import MiddlewareError
 from sqlalchemy import Engine
 
+from jobcore.errors import LedgerError
 from jobcore.keys import Keys
 from jobcore.message_state import state
 from ledger import queries
@@ -37,18 +39,27 @@ from ledger.stream import EventStream
 
 log = logging.getLogger(__name__)
 
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+
+
+class LedgerUnavailable(LedgerError, MiddlewareError):
+    """A delivery could not be checked and marked STARTED because Redis stayed
+    unreachable; the job is not run (a MiddlewareError, so dramatiq does not ignore it)."""
+
 
 class RedisStreamLedger:
     """Redis-buffered ledger strategy (see the module docstring)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, dsn: str, control: Callable[[], Engine], recorder: Recorder,
                  flush_ms: int = 50, chunk: int = 2000, lease_ms: int = 5000, backpressure_events: int = 1_000_000,
-                 dedupe_window_s: float = 900.0, statement_timeout_ms: int = 30_000, pg_options: bool = True) -> None:
+                 dedupe_window_s: float = 900.0, statement_timeout_ms: int = 30_000, pg_options: bool = True,
+                 start_wait_s: float = 60.0) -> None:
         self.client = client
         self.keys = keys
         self.recorder = recorder
         self.control = control
         self.stream = EventStream(client, keys)
+        self.start_wait_s = start_wait_s
         self.flush_s = flush_ms / 1000
         self.lease_ms = lease_ms
         self.backpressure_events = backpressure_events
@@ -85,19 +96,44 @@ class RedisStreamLedger:
         event = Started(self.recorder.run_ref(message), time.time(), worker_id)
         raw = encode(event)
         floor = int(message.options.get("retries", 0)) + 1
-        n, entry = self.stream.start(message.message_id, raw, floor, register=False)
+        redis_id = message.options.get("redis_message_id")
+        held = (worker_id, message.queue_name, str(redis_id)) if redis_id else None
+        n, entry = self._start(message.message_id, raw, floor, register=False, held=held)
+        if n == -4:
+            return StartVerdict(False, reason="NOT_HELD")
         if n == -3:
             # Redis has no record of this run: one sent by a foreign producer, a copy of a
             # run finished longer ago than the dedupe window, or Redis lost its data.
             # PostgreSQL decides.
             if self._finished_in_postgres(message.message_id):
                 return StartVerdict(False, reason="DUPLICATE")
-            n, entry = self.stream.start(message.message_id, raw, floor, register=True)
+            n, entry = self._start(message.message_id, raw, floor, register=True, held=held)
+            if n == -4:
+                return StartVerdict(False, reason="NOT_HELD")
         if n == -2:
             return StartVerdict(False, reason="REVOKED")
         if n == -1:
             return StartVerdict(False, reason="DUPLICATE")
         return StartVerdict(True, attempt=n, entry=entry)
+
+    def _start(self, message_id: str, raw: bytes, floor: int, *, register: bool,
+               held: tuple[str, str, str] | None) -> tuple[int, bytes | None]:
+        """START, waiting out a Redis failover (up to ``start_wait_s``) instead of running
+        the job unchecked. A START whose reply was lost may have counted an attempt: the
+        repeat counts another (the attempt number is then one high, never a job run
+        twice by this worker)."""
+        deadline = time.monotonic() + self.start_wait_s
+        delay = 0.05
+        while True:
+            try:
+                return self.stream.start(message_id, raw, floor, register=register, held=held)
+            except _REDIS_DOWN as exc:
+                if time.monotonic() + delay > deadline:
+                    raise LedgerUnavailable(f"cannot start run {message_id}: Redis unreachable for "
+                                            f"{self.start_wait_s:.0f} s ({type(exc).__name__}: {exc})") from None
+                log.warning("START of %s waits for Redis (%s: %s)", message_id, type(exc).__name__, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _finished_in_postgres(self, message_id: str) -> bool:
         try:

@@ -86,6 +86,9 @@ class Drainer:
         self.on_parked = on_parked
         self.applied_total = 0
         self._last_prune = 0.0
+        self._last_guard = 0.0
+        #: times this drainer found a Redis that lost applied writes (see EventStream.guard)
+        self.lost_writes_detected = 0
         self._trimmed: StreamId | None = None
         #: ids committed by this drainer (tests check that drainers never overlap)
         self.record_ids: list[str] | None = None
@@ -95,6 +98,8 @@ class Drainer:
         cursor = self.store.cursor_position()
         epoch = self.stream.epoch()
         after = parse_id(cursor.last_id) if cursor.epoch == epoch else None
+        if after is not None:
+            self._guard(after)
         entries = self.stream.read_after(after, self.chunk)
         if not entries:
             if after is not None and self._trimmed != after:
@@ -117,6 +122,21 @@ class Drainer:
         remaining = self.stream.trim(entries[-1].id, self._prune_before(entries[-1].id))
         self._trimmed = entries[-1].id
         return DrainOutcome(len(items), False, remaining)
+
+    def _guard(self, after: StreamId) -> None:
+        """At most once a second: keep the stream's new ids above the cursor (see
+        :meth:`EventStream.guard`), and say so loudly when Redis lost applied entries."""
+        now = time.monotonic()
+        if now - self._last_guard < 1.0:
+            return
+        self._last_guard = now
+        lost = self.stream.guard(after)
+        if lost is not None:
+            self.lost_writes_detected += 1
+            log.error("Redis lacks ledger events already applied to PostgreSQL (as far as it knows the ledger "
+                      "applied %s; the drain cursor is at %s): a failover or a restore lost its newest writes. "
+                      "Reconciliation re-enqueues the open runs whose messages are gone (docs/scaling.md).",
+                      format_id(lost), format_id(after))
 
     def _prune_before(self, applied_through: StreamId) -> int:
         """Finished markers older than the dedupe window, but never ones the cursor has not
@@ -148,6 +168,8 @@ class Drainer:
                 if outcome.applied:
                     delay = 0.002
                     continue
+            except redis.AuthenticationError:
+                raise  # a refused password is not going to change while we wait
             except (LedgerError, redis.RedisError) as exc:
                 if time.monotonic() > deadline:
                     raise LedgerLagging(f"the ledger could not be brought up to date: {exc}") from None

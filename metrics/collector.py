@@ -69,9 +69,11 @@ class JobsCollector(Collector):
     # -- sources --------------------------------------------------------------------
     def _redis_client(self) -> Any:
         if self._redis is None:
-            import redis
+            from jobcore.redis_client import make_client
 
-            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+            # Password, TLS and Sentinel as every other process (after a failover the
+            # next scrape's connections go to the new primary); replies bounded to 5 s.
+            self._redis = make_client(self.settings, socket_timeout=5)
         return self._redis
 
     def _timed(self, source: str, fn: Callable[[], T], up: dict[str, float], took: dict[str, float]) -> T | None:

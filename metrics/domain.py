@@ -196,7 +196,9 @@ def _read_tenants(product: str, engines: TenantEngines, statement_timeout_ms: in
             continue
         try:
             with engines.get(tenant.database_url).connect() as conn:
-                conn.exec_driver_sql(f"SET statement_timeout = {int(statement_timeout_ms)}")
+                # LOCAL: the connection's (implicit) transaction only; a session-level SET
+                # would stay on a PgBouncer server connection for its next clients.
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
                 read(conn, tenant.id)
             engines.succeeded(tenant.database_url)
         except Exception as exc:

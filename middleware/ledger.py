@@ -27,7 +27,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 
 from jobcore.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, identifier
-from jobcore.errors import AlreadyFinished, JobRevoked
+from jobcore.errors import AlreadyFinished, JobRevoked, NotHeld
 from jobcore.message_state import state
 from ledger.events import AttemptFailed, Finished, Rejected
 from ledger.strategy import LedgerStrategy
@@ -51,6 +51,11 @@ class Ledger(Middleware):
         st = state(message)
         if not verdict.run:
             st.skip_reason = verdict.reason
+            if verdict.reason == "NOT_HELD":
+                log.warning("Dropping %s (%s): this worker no longer holds it (taken back by the sweeper while "
+                            "this worker was cut off from Redis, or its fetch was lost in a failover)",
+                            message.message_id, message.actor_name)
+                raise NotHeld(f"delivery of {message.message_id} is no longer held by this worker")
             log.info("Skipping %s (%s): its run is %s", message.message_id, message.actor_name,
                      "revoked" if verdict.reason == "REVOKED" else "already finished")
             raise AlreadyFinished(f"run {message.message_id} is {verdict.reason}")
@@ -87,8 +92,8 @@ class Ledger(Middleware):
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         st = state(message)
-        if st.skip_reason == "DUPLICATE":
-            return  # the run is finished already; nothing to add
+        if st.skip_reason in ("DUPLICATE", "NOT_HELD"):
+            return  # finished already, or someone else's delivery: nothing to add
         run = self.ledger.recorder.run_ref(message)
         if st.skip_reason in ("EXPIRED", "REVOKED"):
             st.closing = Finished(run, time.time(), st.skip_reason, 0)

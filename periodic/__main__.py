@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     install_log_redaction()
     import jobplatform
+    from jobcore.errors import ServiceUnavailable
     from periodic.scheduler import run
 
-    return run(jobplatform.broker, jobplatform.settings)
+    try:
+        return run(jobplatform.broker, jobplatform.settings)
+    except ServiceUnavailable as exc:  # at start: one line (password masked), no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 3
 
 
 if __name__ == "__main__":

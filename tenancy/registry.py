@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from jobcore.db import control_session, normalise_url
+from jobcore.db import control_session, direct_url, normalise_url
 from jobcore.errors import TenantError
 from jobcore.settings import get_settings, mask_url
 from tenancy.models import PRODUCTS, PROVISIONING, READY, Tenant
@@ -125,7 +125,8 @@ def migrate_tenant_database(database_url: str, product: str) -> None:
     if product not in PRODUCTS:
         raise TenantError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
     config = Config(str(ALEMBIC_INI))
-    config.set_main_option("sqlalchemy.url", normalise_url(database_url).replace("%", "%%"))
+    # A migration needs a server session (PgBouncer in transaction mode is routed around).
+    config.set_main_option("sqlalchemy.url", normalise_url(direct_url(database_url)).replace("%", "%%"))
     command.upgrade(config, f"{product}@head")
 
 
@@ -133,7 +134,7 @@ def create_tenant_database(database_url: str, *, adopt_existing: bool = False) -
     """``CREATE DATABASE`` for the URL's database (connecting to ``postgres``); returns
     True if it was created. An existing database is refused unless ``adopt_existing``:
     it may belong to someone else. The name is quoted with ``psycopg2.sql.Identifier``."""
-    url = make_url(normalise_url(database_url))
+    url = make_url(normalise_url(direct_url(database_url)))
     name = url.database
     if not name:
         raise TenantError(f"database URL {mask_url(database_url)} names no database")
@@ -153,6 +154,28 @@ def create_tenant_database(database_url: str, *, adopt_existing: bool = False) -
             finally:
                 cursor.close()
             return True
+    finally:
+        admin.dispose()
+
+
+def set_database_timeouts(database_url: str, statement_timeout_ms: int) -> None:
+    """``ALTER DATABASE ... SET`` the statement, lock and idle-in-transaction timeouts that
+    connections would otherwise send as startup options: behind PgBouncer
+    (``PG_STARTUP_OPTIONS=0``) the database itself must carry them."""
+    url = make_url(normalise_url(direct_url(database_url)))
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", hide_parameters=True,
+                          connect_args={"connect_timeout": 5, "application_name": "jobplatform-tenancy"})
+    ms = int(statement_timeout_ms)
+    try:
+        with admin.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for name, value in (("statement_timeout", ms), ("lock_timeout", ms),
+                                    ("idle_in_transaction_session_timeout", max(ms, 60_000))):
+                    cursor.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                        sql.Identifier(url.database or ""), sql.Identifier(name), sql.Literal(value)))
+            finally:
+                cursor.close()
     finally:
         admin.dispose()
 
@@ -177,6 +200,8 @@ def create_tenant(slug: str, name: str, product: str, database_url: str | None =
                 _update(tenant.id, owns_database=True)
         if migrate:
             migrate_tenant_database(tenant.database_url, product)
+        if create_database and not get_settings().pg_startup_options:
+            set_database_timeouts(tenant.database_url, get_settings().tenant_statement_timeout_ms)
     except Exception as exc:
         reason = describe_error(exc)
         _update(tenant.id, provision_error=reason[:2000])

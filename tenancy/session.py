@@ -31,12 +31,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from jobcore.db import normalise_url
+from jobcore.db import direct_url, normalise_url
 from jobcore.errors import TenantError
 from jobcore.pg import connect_kwargs
 from jobcore.pg import install as install_pg_wait
@@ -142,6 +142,32 @@ class TenantEngines:
 
 _engines: TenantEngines | None = None
 _engines_lock = threading.Lock()
+_direct: dict[tuple[int, str], Engine] = {}
+
+
+def session_level_connection(session: Session) -> Connection:
+    """A new connection to ``session``'s database for work that needs one server session
+    across several transactions (a session-level advisory lock). Through PgBouncer in
+    transaction mode each transaction may run on another server connection, so with
+    ``PG_DIRECT_ADDRESS`` set this connects to the server itself (no pooling: it is
+    closed when the caller is done); otherwise it comes from the session's engine."""
+    bind = session.get_bind()
+    s = get_settings()
+    url = bind.url.render_as_string(hide_password=False)  # type: ignore[union-attr]
+    if not s.pg_direct_address:
+        return bind.connect()  # type: ignore[union-attr]
+    key = (os.getpid(), url)
+    with _engines_lock:
+        engine = _direct.get(key)
+        if engine is None:
+            install_pg_wait()
+            # Direct to PostgreSQL, so the timeouts can travel as startup options again.
+            args = connect_kwargs(statement_timeout_ms=s.tenant_statement_timeout_ms,
+                                  connect_timeout_s=s.pg_connect_timeout_s, application_name="jobplatform-session",
+                                  options=True)
+            engine = _direct[key] = create_engine(normalise_url(direct_url(url, s)), poolclass=NullPool,
+                                                  connect_args=args, hide_parameters=True)
+    return engine.connect()
 
 
 def engines() -> TenantEngines:

@@ -12,7 +12,9 @@ Exactly-once rests on three rules:
    eligible to be sent again, under the same key.
 3. One batch is processed by at most one run at a time: a session-level advisory lock
    on a dedicated connection (released by PostgreSQL when the holder dies, even on
-   kill -9). A run that cannot get it raises :class:`BatchBusy`, which the actor retries
+   kill -9); behind PgBouncer in transaction mode that connection goes to the server
+   directly (``PG_DIRECT_ADDRESS``), since a pooled one could run the unlock on another
+   server session and leave the lock held. A run that cannot get it raises :class:`BatchBusy`, which the actor retries
    later. Auto-heal (:mod:`actors.escrow.huntington_heal`) takes the same lock, briefly,
    only to record a decision.
 
@@ -38,6 +40,7 @@ from actors.escrow.bank_gateway import BankGatewayClient, BankRejected, BankUnav
 from actors.escrow.sql import rowcount
 from jobcore.errors import JobRevoked, OutcomeUnknown, PlatformError
 from ledger.revocation import checkpoint
+from tenancy.session import session_level_connection
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ def batch_lock(session: Session, batch_id: int, *, wait: float = 10.0) -> Iterat
     holds it (one connection per run: tenant pools are small), or None if another live
     run holds the lock after ``wait`` seconds. A crashed holder's lock is freed by
     PostgreSQL once its connection is gone, which the wait covers."""
-    conn: Connection = session.get_bind().connect()  # type: ignore[union-attr]
+    # Its own server session (direct to PostgreSQL behind PgBouncer: tenancy.session).
+    conn: Connection = session_level_connection(session)
     got = False
     try:
         deadline = time.monotonic() + wait

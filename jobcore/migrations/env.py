@@ -1,4 +1,5 @@
-"""Alembic environment of the control database; the URL comes from DATABASE_URL."""
+"""Alembic environment of the control database; the URL comes from DATABASE_URL (with
+PG_DIRECT_ADDRESS, the server itself rather than PgBouncer: a migration needs a session)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import create_engine, pool
 
 import periodic.models  # noqa: F401 - registers the tick tables on Base.metadata
 import tenancy.models  # noqa: F401 - registers the tenants table on Base.metadata
-from jobcore.db import normalise_url
+from jobcore.db import direct_url, normalise_url
 from jobcore.models import Base
 from jobcore.settings import get_settings
 
@@ -21,7 +22,7 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=normalise_url(get_settings().database_url), target_metadata=target_metadata,
+    context.configure(url=normalise_url(direct_url(get_settings().database_url)), target_metadata=target_metadata,
                       literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -34,7 +35,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(normalise_url(get_settings().database_url), poolclass=pool.NullPool)
+    engine = create_engine(normalise_url(direct_url(get_settings().database_url)), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():

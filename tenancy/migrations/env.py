@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from jobcore.db import normalise_url
+from jobcore.db import direct_url, normalise_url
 
 config = context.config
 
@@ -21,7 +21,8 @@ def run_migrations_online() -> None:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("tenant migrations need -x url=postgresql://...")
-    engine = create_engine(normalise_url(url), poolclass=pool.NullPool, hide_parameters=True,
+    # The server itself, not PgBouncer, when PG_DIRECT_ADDRESS is set.
+    engine = create_engine(normalise_url(direct_url(url)), poolclass=pool.NullPool, hide_parameters=True,
                            connect_args={"connect_timeout": 5})
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=None)

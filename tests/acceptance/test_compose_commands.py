@@ -26,7 +26,7 @@ from tests.support.metrics_tools import COMPOSE, METRICS, ROOT, require_tool
 pytestmark = pytest.mark.acceptance
 
 SECRETS = {"POSTGRES_PASSWORD": "unused-locally", "GRAFANA_ADMIN_PASSWORD": "unused-locally",
-           "LEDGER_READONLY_PASSWORD": "unused-locally"}
+           "LEDGER_READONLY_PASSWORD": "unused-locally", "REDIS_PASSWORD": "redis-pw-locally"}
 BIN = Path(sys.executable).parent
 
 
@@ -96,7 +96,7 @@ def test_every_service_command_starts_natively(redis_url: str, tmp_path: Path) -
                      str(redis_port), "--dir", str(tmp_path), "--bind", "127.0.0.1"]
         redis_svc = Service("redis", redis_cmd, {"PATH": os.environ["PATH"]}, tmp_path / "redis.log")
         running.append(redis_svc)
-        own = redis_lib.Redis(port=redis_port)
+        own = redis_lib.Redis(port=redis_port, password=SECRETS["REDIS_PASSWORD"])  # compose requires it
         wait_for(lambda: _ping(own), 20, what="redis-server")
         assert own.config_get("appendonly")["appendonly"] == "yes"
         assert own.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"

@@ -32,12 +32,14 @@ def tenant_template(control_db: str) -> Iterator[Callable[[str], str]]:
 def make_tenants(tenant_template: Callable[[str], str], clean_state: None) -> Iterator[Callable[..., list]]:
     """Factory: ``make_tenants(n, product="escrow", down={i, ...})`` registers n tenants,
     each with its own database cloned from the template; tenants in ``down`` point at a
-    port where nothing listens."""
+    port where nothing listens. ``base`` is the server URL the tenants are registered
+    with (e.g. a PgBouncer in front of the test server)."""
     from tenancy.registry import create_tenant
 
     created: list[str] = []
 
-    def make(n: int, product: str = "escrow", down: set[int] | frozenset[int] = frozenset()) -> list:
+    def make(n: int, product: str = "escrow", down: set[int] | frozenset[int] = frozenset(),
+             base: str = BASE_PG) -> list:
         tenants = []
         for i in range(n):
             name = f"jpt_{SESSION_TAG}_{product}_{len(created)}"
@@ -47,7 +49,7 @@ def make_tenants(tenant_template: Callable[[str], str], clean_state: None) -> It
                 drop_database(name)
                 admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{tenant_template(product)}"')
                 created.append(name)
-                url = f"{BASE_PG}/{name}"
+                url = f"{base}/{name}"
             tenants.append(create_tenant(f"{product}-{i}-{len(created)}", f"Tenant {i}", product, url,
                                          create_database=False, migrate=False))
         return tenants

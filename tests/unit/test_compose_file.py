@@ -17,12 +17,12 @@ from tests.support.metrics_tools import COMPOSE, ROOT, require_tool
 pytestmark = pytest.mark.unit
 
 SECRETS = {"POSTGRES_PASSWORD": "pw-from-env-1", "GRAFANA_ADMIN_PASSWORD": "pw-from-env-2",
-           "LEDGER_READONLY_PASSWORD": "pw-from-env-3"}
+           "LEDGER_READONLY_PASSWORD": "pw-from-env-3", "REDIS_PASSWORD": "pw-from-env-4"}
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = require_tool("docker-compose", "docker-compose")
-    clean = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith("POSTGRES_")}
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith(("POSTGRES_", "REDIS_"))}
     return subprocess.run([exe, "-f", str(COMPOSE), *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**clean, **(env or {})})
 
@@ -39,7 +39,8 @@ def test_config_is_valid() -> None:
 
 
 def test_required_secrets_must_come_from_the_environment() -> None:
-    result = compose("config", "-q")
+    assert compose("config", "-q").returncode != 0
+    result = compose("config", "-q", env={k: v for k, v in SECRETS.items() if k != "POSTGRES_PASSWORD"})
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
 
@@ -62,6 +63,18 @@ def test_no_secret_literals_in_the_file() -> None:
     assert config["grafana"]["environment"]["LEDGER_DB_PASSWORD"] == "pw-from-env-3"
     assert "pw-from-env-1" not in str(config["grafana"])
     assert config["ledger-readonly"]["environment"]["LEDGER_READONLY_PASSWORD"] == "pw-from-env-3"
+
+
+def test_redis_requires_a_password_that_every_app_service_has() -> None:
+    result = compose("config", "-q", env={k: v for k, v in SECRETS.items() if k != "REDIS_PASSWORD"})
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
+    services = rendered()["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == "pw-from-env-4"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    for name in ("migrations", "worker", "scheduler", "exporter"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://:pw-from-env-4@redis:6379/0", name
 
 
 def test_services_and_commands() -> None:
