@@ -15,6 +15,7 @@ from jobcore.db import control_engine
 from tests.conftest import wait_for
 from tests.support.ledger import count
 from tests.support.metrics_scrape import exporter, value
+from tests.support.periodic_schedules import SCHEDULES
 
 pytestmark = pytest.mark.acceptance
 
@@ -26,6 +27,15 @@ def ticks(schedule: str) -> list[dict]:
             "AS dispatchers, (SELECT count(*) FROM schedule_tick_runs r JOIN job_runs j USING (message_id) "
             "WHERE r.tick_id = t.id AND r.role = 'tenant' AND j.resolution = 'COMPLETED') AS tenant_runs "
             "FROM schedule_ticks t WHERE schedule_name = :s ORDER BY tick_at"), {"s": schedule}).mappings()]
+
+
+def _latest_fire(schedule: str) -> datetime:
+    """The schedule's newest fire time up to now. A dead claim on it is the only tick due:
+    an older one would leave today's fire time to catch-up (MISSED or sent, depending on
+    the time of day the suite runs), and the test would see two ticks."""
+    [cadence] = [s.cadence for s in SCHEDULES if s.name == schedule]
+    now = datetime.now(UTC)
+    return cadence.fire_times_between(now - timedelta(days=2), now)[-1]
 
 
 def _dead_claim(schedule: str, tick_at: datetime, *, dispatcher_message_id: str | None = None) -> int:
@@ -44,7 +54,7 @@ def _dead_claim(schedule: str, tick_at: datetime, *, dispatcher_message_id: str 
 def test_a_tick_claimed_by_a_dead_scheduler_is_resent_once_by_the_live_ones(broker, make_tenants, start_worker,
                                                                            start_scheduler):
     make_tenants(2)
-    tick_at = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    tick_at = _latest_fire("test_daily")
     tick_id = _dead_claim("test_daily", tick_at)
     with exporter() as scrape:  # unsent and visible, before any live scheduler runs
         samples = scrape()
@@ -71,7 +81,7 @@ def test_a_tick_claimed_by_a_dead_scheduler_is_resent_once_by_the_live_ones(brok
 
 def test_a_claimed_tick_whose_dispatcher_already_ran_is_marked_enqueued_not_sent_again(broker, start_worker,
                                                                                      start_scheduler):
-    tick_at = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    tick_at = _latest_fire("test_daily")
     tick_id = _dead_claim("test_daily", tick_at, dispatcher_message_id="already-sent-dispatcher")
     scheduler = start_scheduler(only="test_daily")
     wait_for(lambda: ticks("test_daily")[0]["status"] == "ENQUEUED", 20, what="the tick marked ENQUEUED")
