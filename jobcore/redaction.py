@@ -18,8 +18,8 @@ Free text is redacted by regular expressions whose cost is linear in the input: 
 quantifier is bounded (a key tail to ``_MAX_KEY`` characters, a value to ``_MAX_VALUE``)
 and none is nested, each pattern starts with a literal or one character class (so the
 engine skips other positions in C), cheap fixed-width look-arounds reject a candidate
-before the costlier checks run, and a key's tail is captured in a look-ahead and matched
-by a back-reference, so a failing candidate costs one bounded scan. The replacement uses
+before the costlier checks run (the cheapest and most selective first), and a key's tail
+is scanned possessively, so a failing candidate costs one bounded scan. The replacement uses
 ``re.split`` and list slicing, never a Python call per match.
 """
 
@@ -145,9 +145,10 @@ def _secret_word_regex(keys: Sequence[str], structural: str = "") -> str:
         head
         # Start boundary: not inside a word ("bypass", "Xpass"), nor inside an upper-case
         # run unless this letter starts a camel word ("DBPassword").
-        + r"(?<![A-Z][A-Z](?![a-z]))(?<![A-Za-z][a-z])"
+        + r"(?<![A-Za-z][a-z])"
         # Cheap gate: could the next two characters continue a secret word at all?
         + "(?=[" + "".join(sorted(seconds)) + "][" + "".join(sorted(thirds)) + "])"
+        + r"(?<![A-Z][A-Z](?![a-z]))"
         + structural
         + _trie_regex(trie, leaf, 0)
         + r"[sS]?"  # plural
@@ -171,10 +172,10 @@ class Redactor:
         if self.keys:
             self._word_re = re.compile(_secret_word_regex(self.keys))
             # After the word: is the rest of the key token (at most _MAX_KEY characters)
-            # followed by a separator? The token is captured in a look-ahead and matched
-            # by a back-reference, which never backtracks: a failing check costs one scan.
+            # followed by a separator? The token is scanned possessively (``{0,32}+``),
+            # which never backtracks: a failing check costs one scan.
             separator = r"[\]\"']{0,2}[ \t]{0,8}[:=]"
-            structural = ("(?=(?=(?P<tok>" + _KEYCHAR + "{0," + str(_MAX_KEY) + "}))(?P=tok)"
+            structural = ("(?=" + _KEYCHAR + "{0," + str(_MAX_KEY) + "}+"
                           + separator + r"[ \t]{0,8}(?!\[REDACTED\])[^\s,;&)}\]])")
             word = _secret_word_regex(self.keys, structural)
             schemes = "|".join(re.escape(s) for s in _AUTH_SCHEMES)
