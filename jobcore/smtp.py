@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass, field
+from typing import Self
 
 from jobcore.errors import InsecureTransport
 from jobcore.settings import Settings, get_settings
@@ -33,7 +34,7 @@ class SmtpTransport:
     timeout: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> SmtpTransport:
+    def from_settings(cls, settings: Settings | None = None) -> Self:
         """The transport configured by SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_CA_FILE, ..."""
         s = settings or get_settings()
         return cls(host=s.smtp_host, port=s.smtp_port, user=s.smtp_user, password=s.smtp_password, tls=s.smtp_tls,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import smtplib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Protocol, Self
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -52,28 +52,18 @@ class Mailer(Protocol):
     def send(self, message: EmailMessage) -> None: ...
 
 
-@dataclass
-class SmtpSender:
-    """Sends each message over one short SMTP session."""
+@dataclass(frozen=True)
+class SmtpSender(SmtpTransport):
+    """Sends each message over one short SMTP session (the transport: see jobcore.smtp),
+    From ``sender`` unless the message has its own."""
 
-    host: str
-    port: int
-    sender: str
-    user: str = ""
-    password: str = field(default="", repr=False)
-    # Connection security: see jobcore.smtp (SMTP_TLS, SMTP_CA_FILE, SMTP_ALLOW_PLAINTEXT_AUTH).
-    tls: str = "starttls"
-    ca_file: str = ""
-    allow_plaintext_auth: bool = False
-    timeout: float = 10.0
+    sender: str = "jobs@localhost"
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> SmtpSender:
+    def from_settings(cls, settings: Settings | None = None) -> Self:
         """The sender configured by SMTP_HOST, SMTP_PORT, SMTP_FROM, SMTP_USER, ..."""
         s = settings or get_settings()
-        t = SmtpTransport.from_settings(s)
-        return cls(host=t.host, port=t.port, sender=s.smtp_from, user=t.user, password=t.password, tls=t.tls,
-                   ca_file=t.ca_file, allow_plaintext_auth=t.allow_plaintext_auth, timeout=t.timeout)
+        return replace(super().from_settings(s), sender=s.smtp_from)
 
     def send(self, message: EmailMessage) -> None:
         """Deliver ``message`` (its From defaults to SMTP_FROM). Raises
@@ -81,11 +71,9 @@ class SmtpSender:
         :class:`MailRefused` when it refuses this message."""
         if "From" not in message:
             message["From"] = self.sender
-        transport = SmtpTransport(self.host, self.port, self.user, self.password, self.tls, self.ca_file,
-                                  self.allow_plaintext_auth, self.timeout)
         where = f"SMTP {self.host}:{self.port}"
         try:
-            smtp = open_smtp(transport)
+            smtp = open_smtp(self)
         except InsecureTransport as exc:
             raise MailUnavailable(str(exc)) from None
         except (OSError, smtplib.SMTPException) as exc:
